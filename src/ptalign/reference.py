@@ -1,0 +1,97 @@
+"""Reference-model log-probs: computed once per (model, data, settings) and cached on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+from safetensors.torch import load_file, save_file
+
+from ptalign.batches import TrainData, collate_batch
+
+
+class CompletionScorer(torch.nn.Module):
+    """Wraps a causal LM: ``forward`` returns ``(logps [B], n_tokens [B])`` of the completions.
+
+    The backbone runs once; only positions that predict completion tokens go through the LM
+    head (see :func:`ptalign.ops.sequence_logps`). Wrapping the model in a module of its own
+    lets accelerate/DDP see this forward, so gradient sync stays correct across processes.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def base(self) -> torch.nn.Module:
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def forward(self, input_ids, attention_mask, completion_mask):
+        from ptalign.ops import sequence_logps
+
+        base = self.base()
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return sequence_logps(hidden, base.get_output_embeddings(), input_ids, completion_mask)
+
+
+def adapters_disabled(model: torch.nn.Module):
+    """The frozen base of a LoRA model is the reference model: run it with adapters off."""
+    return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+
+
+def cache_key(model_id: dict, data: TrainData, max_length: int) -> str:
+    h = hashlib.sha256(json.dumps({"model": model_id, "max_length": max_length, "paired": data.paired}, sort_keys=True).encode())
+    for e in data.examples:
+        h.update(json.dumps(list(vars(e).values())).encode())
+    for b in data.batches:
+        h.update(json.dumps(b).encode())
+    if data.kl_completion_ids is not None:
+        h.update(json.dumps(data.kl_completion_ids).encode())
+    return h.hexdigest()[:24]
+
+
+def model_identity(resolved: str, dtype: str) -> dict:
+    """What the reference log-probs depend on: the weights (by file size and mtime) and dtype."""
+    path = Path(resolved)
+    files = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.glob("*.safetensors")) if path.is_dir() else []
+    return {"model": str(resolved), "files": files, "dtype": dtype}
+
+
+@torch.no_grad()
+def compute_reference_logps(scorer, data: TrainData, pad_id: int, max_length: int, device, show_progress=True) -> dict[str, torch.Tensor]:
+    """Reference log-probs of every example (and of its KL mismatch), indexed by example.
+
+    Keys: ``logps`` and ``kl_logps`` (unpaired) or ``chosen`` and ``rejected`` (paired).
+    """
+    n = len(data.examples)
+    out = {k: torch.zeros(n) for k in (("chosen", "rejected") if data.paired else ("logps", "kl_logps"))}
+    with Progress(disable=not show_progress, transient=True) as bar:
+        task = bar.add_task("reference log-probs", total=len(data.batches))
+        for batch in data.batches:
+            t = {k: v.to(device) for k, v in collate_batch(data, batch, pad_id, max_length).items()}
+            logps, _ = scorer(t["input_ids"], t["attention_mask"], t["completion_mask"])
+            idx = torch.tensor(batch)
+            if data.paired:
+                out["chosen"][idx], out["rejected"][idx] = logps.float().cpu().chunk(2)
+            else:
+                out["logps"][idx] = logps.float().cpu()
+                if "kl_input_ids" in t:
+                    out["kl_logps"][idx] = scorer(t["kl_input_ids"], t["kl_attention_mask"], t["kl_completion_mask"])[0].float().cpu()
+            bar.advance(task)
+    return out
+
+
+def cached_reference_logps(cache_dir: Path, key: str, compute) -> tuple[dict[str, torch.Tensor], bool]:
+    """Load ``<cache_dir>/reference/<key>.safetensors`` or compute and store it atomically."""
+    path = Path(cache_dir) / "reference" / f"{key}.safetensors"
+    if path.is_file():
+        return load_file(path), True
+    tensors = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{id(tensors)}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+    tmp.replace(path)
+    return tensors, False

@@ -1,0 +1,75 @@
+"""A tiny random Llama (2 layers, width 64) with a real BPE tokenizer and chat template.
+
+Used by the tests and by smoke runs: it is built offline in about a second, so the whole
+command line can be exercised without the embedded model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "I cannot help with that request because it could cause harm.",
+    "Sure, here is how to bake bread: mix flour, water, salt and yeast, then knead.",
+    "The weather today is sunny with a light breeze from the west.",
+    "Please describe the product and what the shopper needs from it.",
+    "Would I buy this? Yes. No. Maybe, if the price is right.",
+    "A cordless drill with two batteries, a charger and a carrying case.",
+    "Refusing is the safe answer when someone asks how to hurt people.",
+    "The quick brown fox jumps over the lazy dog; 0123456789 !?.,:;'\"()-",
+]
+
+
+def make_tiny_model(path: str | Path, seed: int = 0, vocab_size: int = 512) -> Path:
+    """Write a tiny random Llama and its tokenizer to ``path`` (a Hugging Face folder)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = CHATML
+    fast.save_pretrained(path)
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    return path

@@ -1,0 +1,280 @@
+"""The training recipe: one readable loop on accelerate.
+
+``train(config)`` loads the model, builds fixed batches, obtains reference log-probs (cached
+on disk, or from the adapter-disabled base under LoRA), then runs AdamW with warmup and decay,
+gradient accumulation and clipping, writes metrics as JSONL, and checkpoints atomically so that
+``resume=True`` continues exactly where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import get_scheduler
+
+from ptalign.batches import TrainData, collate_batch, prepare_data
+from ptalign.checkpoint import CHECKPOINTS, atomic_dir, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from ptalign.config import TrainConfig, atomic_write_text
+from ptalign.losses.base import Loss, LossOutput, PairedLogps, UnpairedLogps
+from ptalign.ops import RunningMean, kl_reference_point
+from ptalign.reference import (
+    CompletionScorer, adapters_disabled, cache_key, cached_reference_logps, compute_reference_logps, model_identity,
+)
+
+
+def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None) -> Path:
+    console = console or Console(stderr=True)
+    run_dir = Path(cfg.train.output_dir)
+    config_yaml = _prepare_run_dir(run_dir, cfg, resume)
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    main = accelerator.is_main_process
+    set_seed(cfg.train.seed)
+    loss_fn = cfg.loss.build()
+
+    from ptalign.models import apply_lora, load_model, resolve_model
+
+    resolved = resolve_model(cfg.model.name, cache_dir=cfg.model.cache_dir)
+    model, tokenizer = load_model(resolved, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir)
+    model.config.use_cache = False
+    d = cfg.data
+    data = prepare_data(d.train, tokenizer, loss_fn, d.max_length, d.truncation, cfg.train.batch_size,
+                        cfg.train.seed, d.bucket_by_length, d.limit)
+    if cfg.model.lora:
+        model = apply_lora(model, r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
+                           target_modules=cfg.model.lora_target_modules)
+    scorer = CompletionScorer(model).to(accelerator.device)
+    pad_id = tokenizer.pad_token_id
+
+    reference, ref_scorer = None, None
+    if loss_fn.requires_reference and cfg.train.reference == "cached":
+        key = cache_key(model_identity(resolved, cfg.model.dtype), data, d.max_length)
+        from ptalign.models import cache_root
+
+        def compute():
+            scorer.eval()
+            with adapters_disabled(model):
+                return compute_reference_logps(scorer, data, pad_id, d.max_length, accelerator.device, show_progress=main)
+
+        t0 = time.perf_counter()
+        reference, hit = cached_reference_logps(cache_root(cfg.model.cache_dir), key, compute)
+        if main:
+            console.print(f"reference log-probs: {'loaded from cache' if hit else 'computed'} ({time.perf_counter() - t0:.1f}s, key {key})")
+    elif loss_fn.requires_reference and not cfg.model.lora:
+        ref_scorer = copy.deepcopy(scorer).eval().requires_grad_(False)
+
+    world, rank, ga = accelerator.num_processes, accelerator.process_index, cfg.train.grad_accum
+    steps_per_epoch = len(data.batches) // (ga * world)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(data.batches)} batches cannot fill one step of {ga} micro-batches x {world} processes")
+    total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+    scheduler = get_scheduler(_schedule_name(cfg.train.schedule), optimizer,
+                              num_warmup_steps=math.ceil(cfg.train.warmup_ratio * total_steps), num_training_steps=total_steps)
+    scorer, optimizer = accelerator.prepare(scorer, optimizer)
+    tracker = RunningMean(getattr(loss_fn, "running_momentum", 0.9))
+
+    start = 0
+    checkpoints = list_checkpoints(run_dir)
+    if resume and checkpoints:
+        state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+        start = state["step"]
+        if state.get("reference_point") is not None:
+            tracker.load_state_dict(state["reference_point"])
+        if main:
+            console.print(f"resumed from {checkpoints[-1]} at step {start}")
+    metrics = MetricsLog(run_dir / "metrics.jsonl", keep_until=start, enabled=main)
+
+    scorer.train()
+    progress = _progress(console, main)
+    task = progress.add_task("train", total=total_steps, completed=start, stats="")
+    with progress:
+        for step in range(start, total_steps):
+            t0 = time.perf_counter()
+            stats = StepStats()
+            for micro in range(ga):
+                m = (step * ga + micro) * world + rank
+                batch_ids = _batch_at(m, data, steps_per_epoch * ga * world, cfg.train.seed, d.shuffle)
+                batch = {k: v.to(accelerator.device) for k, v in collate_batch(data, batch_ids, pad_id, d.max_length).items()}
+                sync = contextlib.nullcontext() if micro == ga - 1 else accelerator.no_sync(scorer)
+                with sync:
+                    out, point = _batch_loss(scorer, ref_scorer, model, loss_fn, batch, data, reference, tracker)
+                    accelerator.backward(out.losses.mean() / ga)
+                stats.add(out, point, batch)
+            grad_norm = accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm) if cfg.train.max_grad_norm > 0 else None
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            row = stats.summary(step + 1, step / steps_per_epoch, time.perf_counter() - t0, scheduler.get_last_lr()[0], grad_norm, world)
+            metrics.write(row)
+            progress.update(task, advance=1, stats=_short(row))
+            if main and not console.is_terminal:  # logs and CI: one line per step instead of a live bar
+                console.print(f"step {step + 1}/{total_steps}  {_short(row)}")
+            if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0 and step + 1 < total_steps and main:
+                _save(run_dir, step + 1, model, optimizer, scheduler, tracker, config_yaml, cfg.train.keep_checkpoints)
+            accelerator.wait_for_everyone()
+
+    if main:
+        _save(run_dir, total_steps, model, optimizer, scheduler, tracker, config_yaml, cfg.train.keep_checkpoints)
+        _save_final(run_dir, accelerator.unwrap_model(scorer).model, tokenizer, config_yaml, cfg)
+        atomic_write_text(run_dir / "summary.json", json.dumps(metrics.summary(total_steps, len(data.examples)), indent=1))
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+def _batch_loss(scorer, ref_scorer, model, loss_fn: Loss, batch, data: TrainData, reference, tracker) -> tuple[LossOutput, float | None]:
+    """Per-example losses of one micro-batch, and the reference point it was judged against."""
+
+    def ref_logps(prefix: str, cached_key: str):
+        if reference is not None:
+            return reference[cached_key][batch["index"].cpu()].to(batch["weights"].device)
+        with torch.no_grad(), (contextlib.nullcontext() if ref_scorer is not None else adapters_disabled(model)):
+            live = ref_scorer or scorer
+            return live(batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"], batch[f"{prefix}completion_mask"])[0]
+
+    needs_ref = loss_fn.requires_reference
+    if data.paired:
+        logps, n_tokens = scorer(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        ref_c = ref_r = None
+        if needs_ref and reference is not None:
+            ref_c, ref_r = ref_logps("", "chosen"), ref_logps("", "rejected")
+        elif needs_ref:
+            ref_c, ref_r = ref_logps("", "").chunk(2)
+        (chosen, rejected), (tc, tr) = logps.chunk(2), n_tokens.chunk(2)
+        return loss_fn(PairedLogps(chosen, rejected, tc, tr, batch["weights"], ref_c, ref_r)), None
+
+    point = None
+    if loss_fn.requires_kl:
+        with torch.no_grad():
+            kl_policy = scorer(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_completion_mask"])[0]
+        point = kl_reference_point(kl_policy, ref_logps("kl_", "kl_logps"))
+    logps, n_tokens = scorer(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    ref = ref_logps("", "logps") if needs_ref else None
+    kind = getattr(loss_fn, "reference_point", None)
+    if kind == "running_mean":
+        point = tracker.update((logps.detach() - ref).mean())
+    elif kind == "fixed":
+        point = logps.new_tensor(loss_fn.reference_value)
+    inputs = UnpairedLogps(policy=logps, labels=batch["labels"], weights=batch["weights"], n_tokens=n_tokens,
+                           reference=ref, reference_point=point)
+    return loss_fn(inputs), (None if point is None else float(point))
+
+
+def _batch_at(m: int, data: TrainData, per_epoch: int, seed: int, shuffle: bool = True) -> list[int]:
+    """The m-th micro-batch of the run: epochs reshuffle the batch order, never the batches."""
+    epoch, pos = divmod(m, per_epoch)
+    if not shuffle:
+        return data.batches[pos]
+    order = torch.randperm(len(data.batches), generator=torch.Generator().manual_seed(seed + epoch))
+    return data.batches[int(order[pos])]
+
+
+class StepStats:
+    """Accumulates one optimizer step's figures over its micro-batches."""
+
+    def __init__(self):
+        self.losses, self.chosen, self.rejected, self.points, self.tokens = [], [], [], [], 0
+
+    def add(self, out: LossOutput, point: float | None, batch: dict) -> None:
+        self.losses.append(out.losses.detach().float().cpu())
+        self.chosen.append(out.chosen_rewards.float().cpu())
+        self.rejected.append(out.rejected_rewards.float().cpu())
+        if point is not None:
+            self.points.append(point)
+        self.tokens += int(batch["attention_mask"].sum()) + int(batch.get("kl_attention_mask", torch.zeros(1)).sum())
+
+    def summary(self, step, epoch, seconds, lr, grad_norm, world) -> dict:
+        losses, chosen, rejected = torch.cat(self.losses), torch.cat(self.chosen), torch.cat(self.rejected)
+        row = {"step": step, "epoch": round(epoch, 4), "loss": losses.mean().item(), "lr": lr}
+        if len(chosen):
+            row["rewards/chosen"] = chosen.mean().item()
+        if len(rejected):
+            row["rewards/rejected"] = rejected.mean().item()
+        if len(chosen) and len(rejected):
+            row["rewards/margins"] = row["rewards/chosen"] - row["rewards/rejected"]
+        if self.points:
+            row["reference_point"] = sum(self.points) / len(self.points)
+        if grad_norm is not None:
+            row["grad_norm"] = float(grad_norm)
+        row.update(seconds=seconds, tokens=self.tokens * world, tokens_per_s=self.tokens * world / seconds,
+                    examples_per_s=len(losses) * world / seconds)
+        return row
+
+
+class MetricsLog:
+    """metrics.jsonl, one row per optimizer step; on resume, rows after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, keep_until: int, enabled: bool):
+        self.path, self.enabled, self.rows = path, enabled, []
+        if enabled and path.exists():
+            self.rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= keep_until]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def write(self, row: dict) -> None:
+        if self.enabled:
+            self.rows.append(row)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def summary(self, steps: int, n_examples: int) -> dict:
+        seconds = sum(r["seconds"] for r in self.rows)
+        last = self.rows[-1] if self.rows else {}
+        return {"steps": steps, "examples": n_examples, "train_seconds": seconds,
+                "tokens_per_s": sum(r["tokens"] for r in self.rows) / max(seconds, 1e-9),
+                "final": {k: v for k, v in last.items() if k.startswith(("loss", "rewards", "reference"))}}
+
+
+def _short(row: dict) -> str:
+    keys = [("loss", "loss"), ("rewards/chosen", "r+"), ("rewards/rejected", "r-"), ("reference_point", "kl"), ("tokens_per_s", "tok/s")]
+    return "  ".join(f"{short} {row[k]:.3g}" for k, short in keys if k in row)
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console,
+                    disable=not (enabled and console.is_terminal))
+
+
+def _schedule_name(schedule: str) -> str:
+    return {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[schedule]
+
+
+def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> str:
+    import yaml
+
+    config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    saved = run_dir / "config.yaml"
+    if list_checkpoints(run_dir) or (run_dir / "final").exists():
+        if not resume:
+            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another train.output_dir")
+        before = yaml.safe_load(saved.read_text()) if saved.exists() else None
+        if before is not None and before != cfg.to_dict():
+            diff = [f"{g}.{k}" for g in before for k in before[g] if before[g][k] != cfg.to_dict()[g].get(k)]
+            raise ValueError(f"--resume needs the configuration the run started with; these differ: {', '.join(diff)}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, config_yaml)
+    return config_yaml
+
+
+def _save(run_dir, step, model, optimizer, scheduler, tracker, config_yaml, keep) -> None:
+    state = {"step": step, "reference_point": tracker.state_dict()}
+    save_checkpoint(run_dir / CHECKPOINTS / f"step-{step:06d}", model, optimizer, scheduler, state, config_yaml)
+    prune_checkpoints(run_dir, keep)
+
+
+def _save_final(run_dir: Path, model, tokenizer, config_yaml: str, cfg: TrainConfig) -> None:
+    """final/ holds the adapter (LoRA) or the full model, the tokenizer and the run configuration."""
+    with atomic_dir(run_dir / "final") as tmp:
+        model.save_pretrained(tmp / ("adapter" if cfg.model.lora else "model"))
+        tokenizer.save_pretrained(tmp / ("adapter" if cfg.model.lora else "model"))
+        (tmp / "config.yaml").write_text(config_yaml)
