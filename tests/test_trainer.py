@@ -149,3 +149,18 @@ def test_killed_run_resumes_to_identical_weights(tiny_model_dir, tmp_path):
         assert torch.equal(a[name], b[name]), name
     metrics = [json.loads(l)["step"] for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert metrics == list(range(1, 49))
+
+
+def test_two_process_run_with_accelerate_launch(tiny_model_dir, tmp_path):
+    """DDP on two CPU processes: one reference pass, one run folder, metrics over both processes."""
+    out = tmp_path / "ddp"
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, out, train={"max_steps": 3})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ptalign.cli", "train", str(cfg)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["examples_per_s"] * r["seconds"] == pytest.approx(8) for r in rows)  # 2 processes x batch 4
+    assert rows[1]["epoch"] == pytest.approx(1 / 8)  # 16 batches of 4 shared by 2 processes: 8 steps an epoch
+    assert "done:" in proc.stderr
+    assert (out / "final" / "adapter" / "adapter_model.safetensors").is_file()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,24 @@ def _build_group(name: str, values: dict[str, Any]) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; known: {', '.join(sorted(known))}")
-    return cls(**values)
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """YAML reads ``3e-4`` (no dot) as a string and ``1`` as an int: convert to the field's type."""
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None or type(value) in allowed:
+        return value
+    for t in (bool, int, float, str):
+        if t in allowed and not (t is bool and not isinstance(value, bool)):
+            try:
+                converted = t(value)
+            except (TypeError, ValueError):
+                continue
+            if t is not int or float(value) == converted:
+                return converted
+    raise ConfigError(f"{key} must be {' or '.join(getattr(t, '__name__', str(t)) for t in allowed)}, got {value!r}")
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, dict[str, Any]]:

@@ -56,7 +56,8 @@ def sequence_logps(
     return logps, n_tokens
 
 
-def _all_reduce_sum(t: Tensor) -> Tensor:
+def all_reduce_sum(t: Tensor) -> Tensor:
+    """Sum ``t`` over processes (identity in a single process)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         t = t.clone()
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -73,7 +74,7 @@ def kl_reference_point(policy_kl_logps: Tensor, reference_kl_logps: Tensor) -> T
     """
     diff = (policy_kl_logps - reference_kl_logps).detach().float()
     stats = torch.stack([diff.sum(), diff.new_tensor(float(diff.numel()))])
-    total, count = _all_reduce_sum(stats).unbind()
+    total, count = all_reduce_sum(stats).unbind()
     return (total / count.clamp(min=1)).clamp(min=0)
 
 
@@ -91,7 +92,7 @@ class RunningMean:
         self.value: float | None = None
 
     def update(self, x: Tensor) -> Tensor:
-        x = float(_all_reduce_sum(x.detach().float().reshape(1)).item()) / _world_size()
+        x = float(all_reduce_sum(x.detach().float().reshape(1)).item()) / _world_size()
         current = x if self.value is None else self.value
         self.value = x if self.value is None else self.momentum * self.value + (1 - self.momentum) * x
         return torch.tensor(current)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -91,7 +92,7 @@ def cached_reference_logps(cache_dir: Path, key: str, compute) -> tuple[dict[str
         return load_file(path), True
     tensors = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{id(tensors)}")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
     tmp.replace(path)
     return tensors, False

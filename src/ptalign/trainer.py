@@ -26,7 +26,7 @@ from ptalign.batches import TrainData, collate_batch, prepare_data
 from ptalign.checkpoint import CHECKPOINTS, atomic_dir, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from ptalign.config import TrainConfig, atomic_write_text
 from ptalign.losses.base import Loss, LossOutput, PairedLogps, UnpairedLogps
-from ptalign.ops import RunningMean, kl_reference_point
+from ptalign.ops import RunningMean, all_reduce_sum, kl_reference_point
 from ptalign.reference import (
     CompletionScorer, adapters_disabled, cache_key, cached_reference_logps, compute_reference_logps, model_identity,
 )
@@ -36,7 +36,7 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
     console = console or Console(stderr=True)
     run_dir = Path(cfg.train.output_dir)
     config_yaml = _prepare_run_dir(run_dir, cfg, resume)
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     set_seed(cfg.train.seed)
     loss_fn = cfg.loss.build()
@@ -66,7 +66,8 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
                 return compute_reference_logps(scorer, data, pad_id, d.max_length, accelerator.device, show_progress=main)
 
         t0 = time.perf_counter()
-        reference, hit = cached_reference_logps(cache_root(cfg.model.cache_dir), key, compute)
+        with accelerator.main_process_first():  # one process computes, the others load its file
+            reference, hit = cached_reference_logps(cache_root(cfg.model.cache_dir), key, compute)
         if main:
             console.print(f"reference log-probs: {'loaded from cache' if hit else 'computed'} ({time.perf_counter() - t0:.1f}s, key {key})")
     elif loss_fn.requires_reference and not cfg.model.lora:
@@ -115,7 +116,7 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            row = stats.summary(step + 1, step / steps_per_epoch, time.perf_counter() - t0, scheduler.get_last_lr()[0], grad_norm, world)
+            row = stats.summary(step + 1, step / steps_per_epoch, time.perf_counter() - t0, scheduler.get_last_lr()[0], grad_norm)
             metrics.write(row)
             progress.update(task, advance=1, stats=_short(row))
             if main and not console.is_terminal:  # logs and CI: one line per step instead of a live bar
@@ -193,21 +194,24 @@ class StepStats:
             self.points.append(point)
         self.tokens += int(batch["attention_mask"].sum()) + int(batch.get("kl_attention_mask", torch.zeros(1)).sum())
 
-    def summary(self, step, epoch, seconds, lr, grad_norm, world) -> dict:
+    def summary(self, step, epoch, seconds, lr, grad_norm) -> dict:
+        """Means over every process's examples (sums and counts are all-reduced)."""
         losses, chosen, rejected = torch.cat(self.losses), torch.cat(self.chosen), torch.cat(self.rejected)
-        row = {"step": step, "epoch": round(epoch, 4), "loss": losses.mean().item(), "lr": lr}
-        if len(chosen):
-            row["rewards/chosen"] = chosen.mean().item()
-        if len(rejected):
-            row["rewards/rejected"] = rejected.mean().item()
-        if len(chosen) and len(rejected):
+        sums = torch.tensor([losses.sum(), len(losses), chosen.sum(), len(chosen), rejected.sum(), len(rejected), self.tokens],
+                            dtype=torch.float64)
+        loss_sum, n, chosen_sum, n_chosen, rejected_sum, n_rejected, tokens = all_reduce_sum(sums).tolist()
+        row = {"step": step, "epoch": round(epoch, 4), "loss": loss_sum / n, "lr": lr}
+        if n_chosen:
+            row["rewards/chosen"] = chosen_sum / n_chosen
+        if n_rejected:
+            row["rewards/rejected"] = rejected_sum / n_rejected
+        if n_chosen and n_rejected:
             row["rewards/margins"] = row["rewards/chosen"] - row["rewards/rejected"]
         if self.points:
             row["reference_point"] = sum(self.points) / len(self.points)
         if grad_norm is not None:
             row["grad_norm"] = float(grad_norm)
-        row.update(seconds=seconds, tokens=self.tokens * world, tokens_per_s=self.tokens * world / seconds,
-                    examples_per_s=len(losses) * world / seconds)
+        row.update(seconds=seconds, tokens=int(tokens), tokens_per_s=tokens / seconds, examples_per_s=n / seconds)
         return row
 
 
