@@ -69,7 +69,8 @@ def run_trl(data: Path, precompute: bool) -> dict:
     ds = Dataset.from_list(rows)
     args = KTOConfig(
         output_dir=str(WORK / "trl_out"), per_device_train_batch_size=BATCH, max_length=MAX_LEN, num_train_epochs=1,
-        learning_rate=LR, lr_scheduler_type="cosine", warmup_ratio=0.1, beta=BETA, logging_steps=1, report_to=[],
+        learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.1,  # a ratio when < 1 (transformers 5)
+        beta=BETA, logging_steps=1, report_to=[],
         save_strategy="no", precompute_ref_log_probs=precompute, seed=SEED, use_cpu=True, dataloader_num_workers=0,
         max_grad_norm=1.0, weight_decay=0.0, bf16=False,  # float32 like ours: same numerics, comparable loss curves
     )

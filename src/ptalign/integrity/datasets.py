@@ -121,15 +121,22 @@ def default_data_root() -> Path:
 
 def resolve_path(path: str | Path | None, relative: str, data_root: str | Path | None = None) -> Path:
     """``path`` if given, else ``data_root / relative``; fails if the file does not exist."""
-    if path is None:
-        root = Path(data_root).expanduser() if data_root is not None else default_data_root()
-        path = root / relative
-    path = Path(path)
+    if path is not None:
+        return existing_file(path)
+    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
+    path = root / relative
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no such file; pass path=... or data_root=... "
             f"(or set PTALIGN_SHARED_DATA to the folder holding {relative.split('/')[0]}/)"
         )
+    return path
+
+
+def existing_file(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
     return path
 
 
@@ -241,18 +248,21 @@ def load_advbench(path: str | Path | None = None, data_root: str | Path | None =
     """
     path = resolve_path(path, "safety/harmful_prompts/advbench_harmful_behaviors_goal_target.csv", data_root)
     with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
-    if rows and [c.strip() for c in rows[0][:2]] == ["goal", "target"]:
+        reader = csv.reader(f)
+        rows = [(reader.line_num, row) for row in reader]
+    if rows and [c.strip() for c in rows[0][1][:2]] == ["goal", "target"]:
         return [
             PromptRecord(prompt=row["goal"], target=row["target"], source="advbench")
             for _, row in read_table(path, ["goal", "target"])
         ]
     records = []
-    for line, row in enumerate(rows, start=1):
+    for line, row in rows:
         if not row:
             continue
         if len(row) != 1:
-            raise DataError(f"{path}:{line}: expected one goal per line (or a 'goal,target' header), found {len(row)} fields")
+            raise DataError(
+                f"{path}:{line}: expected one goal per line (or a 'goal,target' header), found {len(row)} fields"
+            )
         records.append(PromptRecord(prompt=row[0], source="advbench"))
     return records
 
@@ -313,7 +323,9 @@ def load_xstest_completions(
     records = []
     for line, row in read_table(path, ["type", "prompt", "completion", "final_label"]):
         if row["final_label"] not in XSTEST_LABELS:
-            raise DataError(f"{path}:{line}: final_label must be one of {', '.join(XSTEST_LABELS)}, got {row['final_label']!r}")
+            raise DataError(
+                f"{path}:{line}: final_label must be one of {', '.join(XSTEST_LABELS)}, got {row['final_label']!r}"
+            )
         prompt_label = "unsafe" if row["type"].startswith("contrast_") else "safe"
         records.append(
             XSTestCompletion(
@@ -507,7 +519,10 @@ def load_sqlgen(path: str | Path | None = None, data_root: str | Path | None = N
 
 @SAFETY_DATASETS.register("dolly")
 def load_dolly(path: str | Path | None = None, data_root: str | Path | None = None) -> list[ResponseRecord]:
-    """Dolly-15k instruction/context/response (default: the safety-keyword subset, 387 rows); ``context`` joins the prompt."""
+    """Dolly-15k instruction/context/response (default: the safety-keyword subset, 387 rows).
+
+    A non-empty ``context`` joins the prompt after a blank line.
+    """
     path = resolve_path(path, "safety/benign/dolly_safety_only_subset.jsonl", data_root)
     return [
         ResponseRecord(
@@ -540,9 +555,11 @@ def load_alpaca_eval(
 
 
 @SAFETY_DATASETS.register("jsonl_prompts")
-def load_jsonl_prompts(path: str | Path, prompt_key: str = "prompt", category_key: str | None = None) -> list[PromptRecord]:
+def load_jsonl_prompts(
+    path: str | Path, prompt_key: str = "prompt", category_key: str | None = None
+) -> list[PromptRecord]:
     """Prompts from any JSON-lines (or JSON array) file: ``prompt_key`` holds the prompt."""
-    path = resolve_path(path, "", None)
+    path = existing_file(path)
     required = [prompt_key] + ([category_key] if category_key else [])
     return [
         PromptRecord(
@@ -554,9 +571,11 @@ def load_jsonl_prompts(path: str | Path, prompt_key: str = "prompt", category_ke
 
 
 @SAFETY_DATASETS.register("csv_prompts")
-def load_csv_prompts(path: str | Path, column: str = "prompt", category_column: str | None = None) -> list[PromptRecord]:
+def load_csv_prompts(
+    path: str | Path, column: str = "prompt", category_column: str | None = None
+) -> list[PromptRecord]:
     """Prompts from any CSV file with a header row; ``column`` holds the prompt."""
-    path = resolve_path(path, "", None)
+    path = existing_file(path)
     required = [column] + ([category_column] if category_column else [])
     return [
         PromptRecord(prompt=row[column], category=row[category_column] if category_column else "", source=path.stem)
