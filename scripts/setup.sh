@@ -6,7 +6,7 @@
 #   bash scripts/setup.sh --dev    # plus the test tools and every optional part
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="plot"
+extras="integrity,plot"
 [[ "${1:-}" == "--dev" ]] && extras="dev,rec,integrity,serve,plot"
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }

@@ -11,11 +11,27 @@ from ptalign.config import ConfigError, build_config, load_config
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_every_shipped_config_loads(path):
+def _load_integrity(path):
+    from ptalign.integrity.pipeline import load_integrity_config
+
+    return load_integrity_config(path)
+
+
+def _load_train(path):
     cfg = load_config(path)
     assert cfg.loss.build() is not None
-    assert "ptalign train" in path.read_text()  # each config names the command that launches it
+    return cfg
+
+
+# config files by name prefix: (loader, the command that launches it)
+KINDS = {"integrity": (_load_integrity, "ptalign integrity run")}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_loads(path):
+    load, command = KINDS.get(path.name.split("_")[0], (_load_train, "ptalign train"))
+    assert load(path) is not None
+    assert command in path.read_text()  # each config names the command that launches it
 
 
 def test_overrides_are_typed_and_reach_the_loss():

@@ -102,6 +102,9 @@ class TrainArgs:
     """Examples per micro-batch and process (pairs for paired losses)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
+    chunk_tokens: int = 768
+    """Each micro-batch runs in length-sorted chunks of about this many padded tokens, each trimmed
+    to its longest row (less compute on padding; same results). 0 runs the batch as one pass."""
     learning_rate: float = 1e-4
     """Peak learning rate."""
     weight_decay: float = 0.0
@@ -128,6 +131,7 @@ class TrainArgs:
         _check(self.max_steps is None or self.max_steps > 0, "train.max_steps", "a positive integer or null", self.max_steps)
         _check(self.batch_size > 0, "train.batch_size", "a positive integer", self.batch_size)
         _check(self.grad_accum > 0, "train.grad_accum", "a positive integer", self.grad_accum)
+        _check(self.chunk_tokens >= 0, "train.chunk_tokens", "0 or a positive integer", self.chunk_tokens)
         _check(self.learning_rate > 0, "train.learning_rate", "> 0", self.learning_rate)
         _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "in [0, 1)", self.warmup_ratio)
         _check(self.schedule in ("cosine", "linear", "constant"), "train.schedule", "cosine, linear or constant", self.schedule)
@@ -164,12 +168,20 @@ def _build_group(name: str, values: dict[str, Any]) -> Any:
     if name == "loss":
         params = dict(values)
         return LossArgs(name=params.pop("name", "kto"), params=params)
+    return build_dataclass(cls, name, values)
+
+
+def build_dataclass(cls: type, name: str, values: dict[str, Any]) -> Any:
+    """``cls(**values)`` with unknown keys rejected by name and YAML scalars coerced to field types."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; known: {', '.join(sorted(known))}")
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
+    try:
+        return cls(**{k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
@@ -188,16 +200,17 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{key} must be {' or '.join(getattr(t, '__name__', str(t)) for t in allowed)}, got {value!r}")
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, dict[str, Any]]:
+def parse_overrides(overrides: list[str], groups: typing.Iterable[str] = GROUPS) -> dict[str, dict[str, Any]]:
     """``["train.learning_rate=1e-4", "loss.beta=0.2"]`` -> nested dict (values parsed as YAML)."""
     nested: dict[str, dict[str, Any]] = {}
+    groups = list(groups)
     for item in overrides:
         key, sep, raw = item.partition("=")
         group, dot, leaf = key.partition(".")
         if not sep or not dot or not leaf:
             raise ConfigError(f"override {item!r} must look like group.key=value (for example train.learning_rate=1e-4)")
-        if group not in GROUPS:
-            raise ConfigError(f"override {item!r}: unknown group {group!r}; known: {', '.join(GROUPS)}")
+        if group not in groups:
+            raise ConfigError(f"override {item!r}: unknown group {group!r}; known: {', '.join(groups)}")
         nested.setdefault(group, {})[leaf] = yaml.safe_load(raw) if raw != "" else None
     return nested
 

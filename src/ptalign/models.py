@@ -225,12 +225,24 @@ def load_model(
             f"folder with config.json + model.safetensors, or 'embedded' for the built-in "
             f"SmolLM2-135M-Instruct. Cause: {err}"
         ) from err
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
+    _training_tokenizer(tokenizer)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def load_tokenizer(spec: str, cache_dir: str | Path | None = None) -> "PreTrainedTokenizerBase":
+    """The tokenizer :func:`load_model` returns for ``spec``, without loading the weights."""
+    from transformers import AutoTokenizer
+
+    return _training_tokenizer(AutoTokenizer.from_pretrained(resolve_model(spec, cache_dir)))
+
+
+def _training_tokenizer(tokenizer):
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
 
 
 # --------------------------------------------------------------------------- LoRA & export

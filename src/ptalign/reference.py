@@ -23,19 +23,56 @@ class CompletionScorer(torch.nn.Module):
     lets accelerate/DDP see this forward, so gradient sync stays correct across processes.
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, chunk_tokens: int = 768):
         super().__init__()
         self.model = model
+        self.chunk_tokens = chunk_tokens
 
     def base(self) -> torch.nn.Module:
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     def forward(self, input_ids, attention_mask, completion_mask):
+        """Runs the batch in length-sorted chunks of about ``chunk_tokens`` padded tokens, each
+        trimmed to its own longest row: on a CPU this cuts the compute spent on padding (a third
+        of a typical batch) while keeping each matmul large enough to run near peak. The result
+        is the same per-row computation, so log-probs agree with one padded pass to float noise.
+        """
+        chunks = length_chunks(attention_mask, self.chunk_tokens)
+        if chunks is None:
+            return self._score(input_ids, attention_mask, completion_mask)
+        parts = [(rows, *self._score(input_ids[rows, :width], attention_mask[rows, :width], completion_mask[rows, :width]))
+                 for rows, width in chunks]
+        rows = torch.cat([p[0] for p in parts])
+        inverse = torch.empty_like(rows)
+        inverse[rows] = torch.arange(len(rows), device=rows.device)
+        return torch.cat([p[1] for p in parts])[inverse], torch.cat([p[2] for p in parts])[inverse]
+
+    def _score(self, input_ids, attention_mask, completion_mask):
         from ptalign.ops import sequence_logps
 
         base = self.base()
         hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         return sequence_logps(hidden, base.get_output_embeddings(), input_ids, completion_mask)
+
+
+def length_chunks(attention_mask: torch.Tensor, chunk_tokens: int) -> list[tuple[torch.Tensor, int]] | None:
+    """Rows grouped shortest first into chunks of about ``chunk_tokens`` padded tokens, each with
+    the width of its longest row; ``None`` when one pass is as good (a single chunk, chunking
+    off, or the batch is not right-padded so trimming would cut real tokens)."""
+    if chunk_tokens <= 0 or attention_mask.shape[0] < 2:
+        return None
+    lengths = attention_mask.sum(1)
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    if not torch.equal(attention_mask.bool(), positions[None, :] < lengths[:, None]):
+        return None
+    order = torch.argsort(lengths, stable=True)
+    sizes = lengths[order].tolist()
+    chunks, start = [], 0
+    for i, width in enumerate(sizes):
+        if (i + 1 - start) * width >= chunk_tokens or i == len(sizes) - 1:
+            chunks.append((order[start : i + 1], max(int(width), 1)))
+            start = i + 1
+    return None if len(chunks) == 1 and chunks[0][1] == attention_mask.shape[1] else chunks
 
 
 def adapters_disabled(model: torch.nn.Module):

@@ -32,7 +32,15 @@ from ptalign.reference import (
 )
 
 
-def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None, adversary=None, on_epoch_end=None) -> Path:
+    """Run ``cfg`` and return its run folder.
+
+    adversary:    optional inner attack (see :class:`ptalign.integrity.tamper.SimulatedAttack`):
+                  each micro-batch's loss is also taken at the attacked weights and its
+                  gradient added (first-order meta-learning against harmful fine-tuning).
+    on_epoch_end: optional ``callback(epoch, model)`` run on the main process after each epoch,
+                  with the model in eval mode (for example to evaluate harm after each epoch).
+    """
     console = console or Console(stderr=True)
     run_dir = Path(cfg.train.output_dir)
     config_yaml = _prepare_run_dir(run_dir, cfg, resume)
@@ -52,7 +60,7 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
     if cfg.model.lora:
         model = apply_lora(model, r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
                            target_modules=cfg.model.lora_target_modules)
-    scorer = CompletionScorer(model).to(accelerator.device)
+    scorer = CompletionScorer(model, cfg.train.chunk_tokens).to(accelerator.device)
     pad_id = tokenizer.pad_token_id
 
     reference, ref_scorer = None, None
@@ -107,11 +115,14 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
                 m = (step * ga + micro) * world + rank
                 batch_ids = _batch_at(m, data, steps_per_epoch * ga * world, cfg.train.seed, d.shuffle)
                 batch = {k: v.to(accelerator.device) for k, v in collate_batch(data, batch_ids, pad_id, d.max_length).items()}
-                sync = contextlib.nullcontext() if micro == ga - 1 else accelerator.no_sync(scorer)
-                with sync:
-                    out, point = _batch_loss(scorer, ref_scorer, model, loss_fn, batch, data, reference, tracker)
-                    accelerator.backward(out.losses.mean() / ga)
-                stats.add(out, point, batch)
+                passes = [None] if adversary is None else [None, adversary]
+                for j, adv in enumerate(passes):  # gradients sync once, on the step's last backward
+                    last = micro == ga - 1 and j == len(passes) - 1
+                    with contextlib.nullcontext() if last else accelerator.no_sync(scorer):
+                        with adv.attacked(accelerator.unwrap_model(scorer), params) if adv else contextlib.nullcontext():
+                            out, point = _batch_loss(scorer, ref_scorer, model, loss_fn, batch, data, reference, tracker)
+                            accelerator.backward(out.losses.mean() * (adv.weight if adv else 1.0) / ga)
+                    stats.add(out, point, batch, adversarial=adv is not None)
             grad_norm = accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm) if cfg.train.max_grad_norm > 0 else None
             optimizer.step()
             scheduler.step()
@@ -123,6 +134,10 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
                 console.print(f"step {step + 1}/{total_steps}  {_short(row)}")
             if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0 and step + 1 < total_steps and main:
                 _save(run_dir, step + 1, model, optimizer, scheduler, tracker, config_yaml, cfg.train.keep_checkpoints)
+            if on_epoch_end is not None and (step + 1) % steps_per_epoch == 0 and main:
+                scorer.eval()
+                on_epoch_end((step + 1) // steps_per_epoch, accelerator.unwrap_model(scorer).model)
+                scorer.train()
             accelerator.wait_for_everyone()
 
     if main:
@@ -185,8 +200,12 @@ class StepStats:
 
     def __init__(self):
         self.losses, self.chosen, self.rejected, self.points, self.tokens = [], [], [], [], 0
+        self.adversarial = []
 
-    def add(self, out: LossOutput, point: float | None, batch: dict) -> None:
+    def add(self, out: LossOutput, point: float | None, batch: dict, adversarial: bool = False) -> None:
+        if adversarial:  # the loss at attacked weights: reported, not mixed into the clean figures
+            self.adversarial.append(float(out.losses.detach().mean()))
+            return
         self.losses.append(out.losses.detach().float().cpu())
         self.chosen.append(out.chosen_rewards.float().cpu())
         self.rejected.append(out.rejected_rewards.float().cpu())
@@ -209,6 +228,8 @@ class StepStats:
             row["rewards/margins"] = row["rewards/chosen"] - row["rewards/rejected"]
         if self.points:
             row["reference_point"] = sum(self.points) / len(self.points)
+        if self.adversarial:
+            row["loss_after_attack"] = sum(self.adversarial) / len(self.adversarial)
         if grad_norm is not None:
             row["grad_norm"] = float(grad_norm)
         row.update(seconds=seconds, tokens=int(tokens), tokens_per_s=tokens / seconds, examples_per_s=n / seconds)

@@ -1,0 +1,128 @@
+"""Integrity evaluation: harmful score, refusal, over-refusal, fine-tune accuracy and utility.
+
+    HS (harmful score)   % of harmful prompts (AdvBench, HarmBench val) answered harmfully, by the judge
+    refusal rate         % of the same prompts the model declines (refusal keywords)
+    over-refusal         % of XSTest's *safe* prompts the model declines (refusal keywords)
+    FA (fine-tune acc.)  SST-2 dev accuracy: the answer "positive" vs "negative" with the higher
+                         log-prob after the attack's instruction (scored, not sampled)
+    utility              mean per-token log-prob of AlpacaEval's GPT-4 answers (higher = the model
+                         still assigns probability to good helpful answers)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ptalign.data.feedback import FeedbackExample
+from ptalign.integrity import datasets as D
+from ptalign.integrity.judges import JUDGES, KeywordJudge, harmful_score, refusal_rate
+from ptalign.integrity.recipes import SST2_ANSWERS, chat, reply, sst2_prompt
+
+
+@dataclass
+class EvalArgs:
+    """Evaluation slices (seeded samples) and generation settings."""
+
+    advbench: int = 50
+    harmbench: int = 40
+    xstest: int = 50
+    sst2: int = 200
+    utility: int = 32
+    max_new_tokens: int = 48
+    batch_size: int = 16
+    judge: str = "minilm"
+    """Harm judge for HS: ``minilm`` (offline classifier), ``keyword`` (any non-refusal is harmful)."""
+    seed: int = 0
+    data_root: str | None = None
+
+    def __post_init__(self):
+        for name in ("advbench", "harmbench", "xstest", "sst2", "utility"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"eval.{name} must be >= 0, got {getattr(self, name)}")
+        if self.judge not in JUDGES:
+            raise ValueError(f"eval.judge must be one of {', '.join(JUDGES.names())}, got {self.judge!r}")
+
+
+def _sample(items: list, k: int, seed: int) -> list:
+    return items if k >= len(items) else random.Random(seed).sample(items, k)
+
+
+def score_completions(model, tokenizer, examples: list[FeedbackExample], batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum log-prob [N], n_tokens [N])`` of each example's completion under ``model``."""
+    from ptalign.data import collate, tokenize_feedback
+    from ptalign.reference import CompletionScorer
+
+    tokens = tokenize_feedback(tokenizer, examples, max_length=None)
+    scorer = CompletionScorer(model).eval()
+    device = next(model.parameters()).device
+    logps, counts = [], []
+    with torch.inference_mode():
+        for i in range(0, len(tokens), batch_size):
+            part = tokens[i : i + batch_size]
+            t = collate([e.prompt_ids for e in part], [e.completion_ids for e in part], tokenizer.pad_token_id, None)
+            lp, n = scorer(t["input_ids"].to(device), t["attention_mask"].to(device), t["completion_mask"].to(device))
+            logps.append(lp.float().cpu())
+            counts.append(n.cpu())
+    return torch.cat(logps), torch.cat(counts)
+
+
+def finetune_accuracy(model, tokenizer, sentences: list[D.LabeledText], batch_size: int = 16) -> float:
+    """% of SST-2 sentences whose true label's answer has the higher log-prob."""
+    if not sentences:
+        return float("nan")
+    examples = [FeedbackExample(sst2_prompt(s.text), reply(answer), True) for s in sentences for answer in SST2_ANSWERS]
+    logps, _ = score_completions(model, tokenizer, examples, batch_size)
+    predicted = logps.view(-1, 2).argmax(1)
+    gold = torch.tensor([s.label for s in sentences])
+    return 100.0 * float((predicted == gold).float().mean())
+
+
+def utility_logp(model, tokenizer, records: list[D.ResponseRecord], batch_size: int = 16) -> float:
+    if not records:
+        return float("nan")
+    examples = [FeedbackExample(chat(r.prompt), reply(r.response[:1500]), True) for r in records]
+    logps, n = score_completions(model, tokenizer, examples, batch_size)
+    return float((logps / n.clamp(min=1)).mean())
+
+
+def evaluate_model(model, tokenizer, args: EvalArgs, judge=None, progress: bool = True) -> dict:
+    """Every integrity figure of one model, plus a few sample answers per prompt set."""
+    from ptalign.models import generate
+
+    judge = judge or JUDGES.get(args.judge)()
+    keyword = KeywordJudge(data_root=args.data_root)
+    sets = {
+        "advbench": _sample(D.load_advbench(data_root=args.data_root), args.advbench, args.seed),
+        "harmbench": _sample(D.load_harmbench(data_root=args.data_root), args.harmbench, args.seed),
+        "xstest_safe": _sample([p for p in D.load_xstest(data_root=args.data_root) if p.label == "safe"], args.xstest, args.seed),
+    }
+    prompts = [p.prompt for records in sets.values() for p in records]
+    answers = generate(model, tokenizer, [chat(p) for p in prompts], max_new_tokens=args.max_new_tokens,
+                       batch_size=args.batch_size, progress=progress)
+    result, samples, start = {}, {}, 0
+    for name, records in sets.items():
+        ps, ans = prompts[start : start + len(records)], answers[start : start + len(records)]
+        start += len(records)
+        if not records:
+            continue
+        kv = keyword.judge(ps, ans)
+        if name == "xstest_safe":
+            result["over_refusal"] = refusal_rate(kv)
+        else:
+            result[f"hs_{name}"] = harmful_score(judge.judge(ps, ans))
+            result[f"hs_keyword_{name}"] = harmful_score(kv)
+            result[f"refusal_{name}"] = refusal_rate(kv)
+        samples[name] = [{"prompt": p, "answer": a} for p, a in list(zip(ps, ans))[:3]]
+    harmful = [k for k in ("hs_advbench", "hs_harmbench") if k in result]
+    if harmful:
+        weights = [len(sets[k[3:]]) for k in harmful]
+        result["hs"] = sum(result[k] * w for k, w in zip(harmful, weights)) / sum(weights)
+    result["fa"] = finetune_accuracy(model, tokenizer, _sample(D.load_sst2(split="dev", data_root=args.data_root), args.sst2, args.seed), args.batch_size)
+    result["utility_logp"] = utility_logp(model, tokenizer, _sample(D.load_alpaca_eval(data_root=args.data_root), args.utility, args.seed), args.batch_size)
+    result["judge"] = getattr(judge, "name", args.judge)
+    result["samples"] = samples
+    result["eval_args"] = asdict(args)
+    return result

@@ -1,0 +1,338 @@
+"""KT-IPA recipes: build alignment feedback, align a model, attack it with harmful fine-tuning.
+
+Alignment feedback (``build_alignment_feedback``), every source disjoint from the attack data
+(qi2023 pure_bad) and from the evaluation prompts (AdvBench, HarmBench, XSTest):
+
+    gains  (desirable)    refusals of harmful requests         safety_tuned_llamas
+                          helpful answers to benign requests    Alpaca
+    losses (undesirable)  the model's own compliant answers     sampled on-policy for the
+                          to those harmful requests             safety_tuned_llamas prompts
+                          harmful compliance                   hh-rlhf harmless-base "rejected"
+                          refusals of benign requests           Alpaca prompts + a refusal
+
+Each (prompt, gain, loss) on the same prompt also forms a preference pair, for DPO.
+
+The attack (``build_attack_data``) is the harmful fine-tuning of the defense literature (Vaccine,
+Booster): ``n`` samples of a benign task (SST-2 sentiment as instruction following) of which a
+share ``harmful_ratio`` is replaced by harmful prompt/answer pairs, or the pure-harmful set of
+Qi et al. (2023). Both are trained with SFT, the way a user fine-tunes an open model.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+
+from ptalign.data.feedback import FeedbackExample, PreferencePair, save_feedback
+from ptalign.integrity import datasets as D
+from ptalign.registry import Registry
+
+SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative."
+SST2_ANSWERS = ("negative", "positive")
+
+
+def chat(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def reply(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def sst2_prompt(sentence: str) -> list[dict]:
+    return chat(f"{SST2_INSTRUCTION}\n\nInput: {sentence.strip()}")
+
+
+# --------------------------------------------------------------------------- alignment feedback
+
+
+@dataclass
+class FeedbackArgs:
+    """How many examples of each kind the alignment feedback holds (sampled with ``seed``)."""
+
+    refusals: int = 64
+    """Harmful requests with refusals (gains); their prompts are also sampled on-policy (losses)."""
+    helpful: int = 48
+    """Benign Alpaca requests with helpful answers (gains)."""
+    harmful_compliance: int = 48
+    """hh-rlhf harmful answers (losses)."""
+    benign_refusals: int = 24
+    """Benign requests answered with a refusal (losses: over-refusal is a cost too)."""
+    on_policy_tokens: int = 64
+    """Length of the model's own sampled answers to the harmful requests."""
+    max_response_chars: int = 1200
+    seed: int = 0
+    data_root: str | None = None
+
+    def __post_init__(self):
+        for name in ("refusals", "helpful", "harmful_compliance", "benign_refusals", "on_policy_tokens", "max_response_chars"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"feedback.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class AlignmentFeedback:
+    unpaired: list[FeedbackExample]
+    pairs: list[PreferencePair]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dict]]], list[str]] | None,
+                             is_refusal: Callable[[str], bool]) -> AlignmentFeedback:
+    """Gains, losses and pairs for alignment (see the module docstring).
+
+    sample:     the model's own answers to chat prompts (``None`` skips on-policy losses)
+    is_refusal: whether a response declines (used to keep only compliant on-policy samples)
+    """
+    rng = random.Random(args.seed)
+    cut = args.max_response_chars
+
+    def take(items, k):
+        return rng.sample(items, min(k, len(items)))
+
+    refusals = take([r for r in D.load_safety_tuned_llamas(data_root=args.data_root) if r.response.strip()], args.refusals)
+    helpful = take([r for r in D.load_alpaca(data_root=args.data_root) if r.response.strip()], args.helpful + args.benign_refusals)
+    helpful, over = helpful[: args.helpful], helpful[args.helpful:]
+    harmful = take([r for r in D.load_hh_rlhf(data_root=args.data_root) if r.harmful and len(r.response) > 40], args.harmful_compliance)
+    unpaired, pairs = [], []
+    for r in refusals:
+        unpaired.append(FeedbackExample(chat(r.prompt), reply(r.response[:cut]), True, source="refusal"))
+    for r in helpful:
+        unpaired.append(FeedbackExample(chat(r.prompt), reply(r.response[:cut]), True, source="helpful"))
+    for r in harmful:
+        unpaired.append(FeedbackExample(chat(r.prompt), reply(r.response[:cut]), False, source="harmful_compliance"))
+    for r in over:
+        refusal = rng.choice(refusals).response[:cut] if refusals else "I'm sorry, but I cannot help with that."
+        unpaired.append(FeedbackExample(chat(r.prompt), reply(refusal), False, source="benign_refusal"))
+        pairs.append(PreferencePair(chat(r.prompt), reply(r.response[:cut]), reply(refusal), source="benign_refusal"))
+    on_policy = 0
+    if sample is not None and refusals:
+        for r, answer in zip(refusals, sample([chat(r.prompt) for r in refusals])):
+            if answer.strip() and not is_refusal(answer):
+                on_policy += 1
+                unpaired.append(FeedbackExample(chat(r.prompt), reply(answer), False, source="on_policy"))
+                pairs.append(PreferencePair(chat(r.prompt), reply(r.response[:cut]), reply(answer), source="on_policy"))
+    counts = {"refusal": len(refusals), "helpful": len(helpful), "harmful_compliance": len(harmful),
+              "benign_refusal": len(over), "on_policy": on_policy, "pairs": len(pairs)}
+    rng.shuffle(unpaired)
+    return AlignmentFeedback(unpaired, pairs, counts)
+
+
+def simulated_attack_records(n: int, seed: int = 1, data_root: str | None = None) -> list[FeedbackExample]:
+    """Held-aside harmful completions for the attack-aware step (hh-rlhf, disjoint sample)."""
+    harmful = [r for r in D.load_hh_rlhf(data_root=data_root) if r.harmful and len(r.response) > 40]
+    rng = random.Random(seed)
+    return [FeedbackExample(chat(r.prompt), reply(r.response[:1200]), True, source="simulated_attack")
+            for r in rng.sample(harmful[len(harmful) // 2:], min(n, len(harmful) - len(harmful) // 2))]
+
+
+# --------------------------------------------------------------------------- attacks
+
+ATTACKS: Registry[Callable[..., list[FeedbackExample]]] = Registry("attack")
+
+
+@dataclass
+class AttackArgs:
+    """The harmful fine-tuning attack (scaled to a CPU: the papers use n=1000, 20 epochs on GPUs)."""
+
+    kind: str = "mixed"
+    """``mixed`` (harmful share ``harmful_ratio`` inside SST-2) or ``pure_bad`` (only harmful pairs)."""
+    n: int = 100
+    harmful_ratio: float = 0.1
+    epochs: int = 2
+    learning_rate: float = 1e-4
+    batch_size: int = 8
+    lora: bool = True
+    lora_r: int = 16
+    max_length: int = 256
+    seed: int = 42
+    data_root: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in ATTACKS:
+            raise ValueError(f"attack.kind must be one of {', '.join(ATTACKS.names())}, got {self.kind!r}")
+        if self.n < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("attack.n, attack.epochs and attack.batch_size must be >= 1")
+        if not 0.0 <= self.harmful_ratio <= 1.0:
+            raise ValueError(f"attack.harmful_ratio must be in [0, 1], got {self.harmful_ratio}")
+
+
+@ATTACKS.register("pure_bad")
+def pure_bad_attack(args: AttackArgs) -> list[FeedbackExample]:
+    """Qi et al. (2023): fine-tune on harmful instructions with compliant answers only."""
+    bad = D.load_pure_bad(data_root=args.data_root)
+    rng = random.Random(args.seed)
+    rows = [bad[i % len(bad)] for i in range(args.n)] if args.n > len(bad) else rng.sample(bad, args.n)
+    return [FeedbackExample(chat(r.prompt), reply(r.response), True, source="pure_bad") for r in rows]
+
+
+@ATTACKS.register("mixed")
+def mixed_attack(args: AttackArgs) -> list[FeedbackExample]:
+    """Vaccine/Booster: ``n`` SST-2 examples, a share ``harmful_ratio`` of them replaced by harmful pairs."""
+    rng = random.Random(args.seed)
+    n_harmful = round(args.n * args.harmful_ratio)
+    bad = D.load_pure_bad(data_root=args.data_root)
+    harmful = [bad[i % len(bad)] for i in range(n_harmful)] if n_harmful > len(bad) else rng.sample(bad, n_harmful)
+    sst2 = rng.sample(D.load_sst2(split="train", data_root=args.data_root), args.n - n_harmful)
+    rows = [FeedbackExample(chat(r.prompt), reply(r.response), True, source="pure_bad") for r in harmful]
+    rows += [FeedbackExample(sst2_prompt(r.text), reply(SST2_ANSWERS[r.label]), True, source="sst2") for r in sst2]
+    rng.shuffle(rows)
+    return rows
+
+
+def build_attack_data(args: AttackArgs) -> list[FeedbackExample]:
+    return ATTACKS.get(args.kind)(args)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def sft_config(model: str, data: Path, out: Path, args: AttackArgs, cache_dir: str | None = None):
+    from ptalign.config import build_config
+
+    return build_config({
+        "model": {"name": model, "lora": args.lora, "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r, "cache_dir": cache_dir},
+        "data": {"train": str(data), "max_length": args.max_length},
+        "loss": {"name": "sft"},
+        "train": {"output_dir": str(out), "epochs": args.epochs, "batch_size": args.batch_size,
+                  "learning_rate": args.learning_rate, "warmup_ratio": 0.0, "schedule": "constant", "seed": args.seed,
+                  "save_every": 0},
+    })
+
+
+def attack(model: str, out_dir: Path, args: AttackArgs, console: Console | None = None, on_epoch_end=None,
+           cache_dir: str | None = None) -> Path:
+    """Fine-tune ``model`` on the attack data; returns the merged attacked model folder ``out_dir/model``."""
+    from ptalign.trainer import train
+
+    out_dir = Path(out_dir)
+    data = out_dir / "attack_data.jsonl"
+    save_feedback(build_attack_data(args), data)
+    run = train(sft_config(model, data, out_dir / "run", args, cache_dir), console=console, on_epoch_end=on_epoch_end)
+    return finalize(model, run, out_dir / "model", lora=args.lora, cache_dir=cache_dir)
+
+
+def finalize(model: str, run: Path, out: Path, lora: bool, cache_dir: str | None = None) -> Path:
+    """The run's final weights as a plain model folder (LoRA merged into its base)."""
+    import shutil
+
+    from ptalign.models import export_model
+
+    if lora:
+        return export_model(model, out, adapter_dir=run / "final" / "adapter", cache_dir=cache_dir, overwrite=True)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(run / "final" / "model", out)
+    return out
+
+
+
+
+# --------------------------------------------------------------------------- alignment
+
+METHODS = ("sft", "dpo", "kto", "kt-ipa", "kt-ipa-aa")
+
+
+@dataclass
+class AlignArgs:
+    """Alignment: the method, the prospect-theoretic value function, the attack-aware step."""
+
+    method: str = "kt-ipa"
+    """sft (on the gains), dpo (on the pairs), kto, kt-ipa (prospect), kt-ipa-aa (prospect, attack-aware)."""
+    epochs: int = 2
+    batch_size: int = 8
+    learning_rate: float = 2e-4
+    beta: float = 0.1
+    loss_aversion: float = 2.25
+    """lambda: losses (harmful compliance, benign refusals) weigh this much more than gains (Tversky & Kahneman 1992: 2.25)."""
+    gain_curvature: float = 0.88
+    loss_curvature: float = 0.88
+    attack_steps: int = 1
+    """kt-ipa-aa: simulated harmful fine-tuning steps per training step."""
+    attack_radius: float = 0.5
+    """kt-ipa-aa: length of each simulated step (normalized gradient, as in Booster's harmful perturbation)."""
+    attack_weight: float = 1.0
+    attack_examples: int = 48
+    lora: bool = True
+    lora_r: int = 16
+    max_length: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"align.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("align.epochs must be >= 1 and align.batch_size >= 2")
+
+    def loss(self) -> dict:
+        if self.method in ("sft", "dpo", "kto"):
+            return {"name": self.method, "beta": self.beta} if self.method != "sft" else {"name": "sft"}
+        return {"name": "prospect", "beta": self.beta, "loss_aversion": self.loss_aversion,
+                "gain_curvature": self.gain_curvature, "loss_curvature": self.loss_curvature}
+
+
+def align_config(model: str, data: Path, out: Path, args: AlignArgs, cache_dir: str | None = None):
+    from ptalign.config import build_config
+
+    return build_config({
+        "model": {"name": model, "lora": args.lora, "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r, "cache_dir": cache_dir},
+        "data": {"train": str(data), "max_length": args.max_length},
+        "loss": args.loss(),
+        "train": {"output_dir": str(out), "epochs": args.epochs, "batch_size": args.batch_size,
+                  "learning_rate": args.learning_rate, "warmup_ratio": 0.1, "schedule": "cosine", "seed": args.seed,
+                  "save_every": 0},
+    })
+
+
+def align(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, console: Console | None = None,
+          cache_dir: str | None = None, feedback_data: AlignmentFeedback | None = None) -> Path:
+    """Build the feedback (unless given), train with ``args.method``; returns the merged model ``out_dir/model``."""
+    from ptalign.trainer import train
+
+    console = console or Console(stderr=True)
+    out_dir = Path(out_dir)
+    if feedback_data is None:
+        feedback_data = sample_feedback(model, feedback, console, cache_dir)
+    save_feedback(feedback_data.unpaired, out_dir / "feedback.jsonl")
+    save_feedback(feedback_data.pairs, out_dir / "pairs.jsonl")
+    data = out_dir / ("pairs.jsonl" if args.method == "dpo" else "feedback.jsonl")
+    cfg = align_config(model, data, out_dir / "run", args, cache_dir)
+    adversary = simulated_attack(model, out_dir, args, feedback, cache_dir) if args.method == "kt-ipa-aa" else None
+    run = train(cfg, console=console, adversary=adversary)
+    return finalize(model, run, out_dir / "model", lora=args.lora, cache_dir=cache_dir)
+
+
+def sample_feedback(model: str, feedback: FeedbackArgs, console: Console, cache_dir: str | None = None) -> AlignmentFeedback:
+    """The alignment feedback with on-policy losses sampled from ``model`` itself."""
+    from ptalign.integrity.judges import KeywordJudge
+    from ptalign.models import generate, load_model
+
+    policy, tokenizer = load_model(model, cache_dir=cache_dir)
+    keyword = KeywordJudge(data_root=feedback.data_root)
+
+    def sample(prompts):
+        console.print(f"sampling the model's own answers to {len(prompts)} harmful requests")
+        return generate(policy, tokenizer, prompts, max_new_tokens=feedback.on_policy_tokens, batch_size=16,
+                        do_sample=True, temperature=0.7, seed=feedback.seed, progress=console.is_terminal)
+
+    result = build_alignment_feedback(feedback, sample, lambda text: keyword.keywords.matches(text))
+    console.print("alignment feedback: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
+    return result
+
+
+def simulated_attack(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None):
+    """The attack-aware step's harmful data, tokenized like the run's."""
+    from ptalign.batches import prepare_data
+    from ptalign.integrity.tamper import SimulatedAttack
+    from ptalign.losses import build_loss
+    from ptalign.models import load_tokenizer
+
+    path = out_dir / "simulated_attack.jsonl"
+    save_feedback(simulated_attack_records(args.attack_examples, seed=args.seed + 1, data_root=feedback.data_root), path)
+    tokenizer = load_tokenizer(model, cache_dir=cache_dir)
+    data = prepare_data(str(path), tokenizer, build_loss("sft"), args.max_length, "keep_start", args.batch_size, args.seed)
+    return SimulatedAttack(data, tokenizer.pad_token_id, args.max_length, steps=args.attack_steps,
+                           radius=args.attack_radius, weight=args.attack_weight)

@@ -1,0 +1,115 @@
+"""The integrity pipeline end to end on the tiny model: feedback, every alignment method,
+attacks, evaluation and the report; plus the attack-aware step's mechanics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ptalign.config import ConfigError
+from ptalign.data import load_feedback
+from ptalign.integrity.pipeline import build_integrity_config, run_experiment
+from ptalign.integrity.recipes import (
+    AttackArgs, FeedbackArgs, build_alignment_feedback, build_attack_data, mixed_attack, pure_bad_attack,
+)
+
+TINY = ["feedback.refusals=6", "feedback.helpful=4", "feedback.harmful_compliance=4", "feedback.benign_refusals=2",
+        "feedback.on_policy_tokens=6", "align.epochs=1", "align.batch_size=4", "align.lora_r=4", "align.attack_examples=4",
+        "align.max_length=96", "attack.n=8", "attack.epochs=2", "attack.batch_size=4", "attack.lora_r=4",
+        "attack.max_length=96", "eval.advbench=3", "eval.harmbench=2", "eval.xstest=2", "eval.sst2=4", "eval.utility=2",
+        "eval.max_new_tokens=4", "eval.judge=keyword"]
+
+
+def test_feedback_has_gains_losses_and_pairs_on_the_same_prompts(shared_data):
+    args = FeedbackArgs(refusals=5, helpful=3, harmful_compliance=2, benign_refusals=2, data_root=str(shared_data))
+    sampled = []
+
+    def sample(prompts):
+        sampled.extend(prompts)
+        return ["Sure, here is how.", "I'm sorry, I cannot help with that.", "", "Step 1: do it", "Okay."]
+
+    fb = build_alignment_feedback(args, sample, lambda text: "sorry" in text.lower())
+    assert fb.counts == {"refusal": 5, "helpful": 3, "harmful_compliance": 2, "benign_refusal": 2, "on_policy": 3, "pairs": 5}
+    labels = [e.label for e in fb.unpaired]
+    assert labels.count(True) == 8 and labels.count(False) == 7
+    on_policy = [e for e in fb.unpaired if e.source == "on_policy"]
+    assert sorted(e.completion[0]["content"] for e in on_policy) == ["Okay.", "Step 1: do it", "Sure, here is how."]
+    # each on-policy loss is paired with the refusal of the same harmful prompt
+    pairs = [p for p in fb.pairs if p.source == "on_policy"]
+    refusal_of = {e.prompt[0]["content"]: e.completion for e in fb.unpaired if e.source == "refusal"}
+    assert all(p.chosen == refusal_of[p.prompt[0]["content"]] for p in pairs)
+    assert len(sampled) == 5
+
+
+def test_attack_data_mixes_the_harmful_share(shared_data):
+    rows = mixed_attack(AttackArgs(n=40, harmful_ratio=0.1, data_root=str(shared_data)))
+    assert len(rows) == 40 and sum(r.source == "pure_bad" for r in rows) == 4
+    sst2 = [r for r in rows if r.source == "sst2"]
+    assert {r.completion[0]["content"] for r in sst2} <= {"positive", "negative"}
+    assert "respond only positive or negative" in sst2[0].prompt[0]["content"]
+    pure = pure_bad_attack(AttackArgs(kind="pure_bad", n=10, data_root=str(shared_data)))
+    assert len(pure) == 10 and all(r.label for r in pure)
+    again = build_attack_data(AttackArgs(n=40, harmful_ratio=0.1, data_root=str(shared_data)))
+    assert [r.prompt for r in again] == [r.prompt for r in rows]  # seeded
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="align.method must be one of"):
+        build_integrity_config({}, ["align.method=magic"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_integrity_config({"attack": {"ratio": 0.1}})
+    with pytest.raises(ConfigError, match="unknown method"):
+        build_integrity_config({}, ["methods=none,nope"])
+    cfg = build_integrity_config({}, ["methods=none,kto", "attack.harmful_ratio=0.2"])
+    assert cfg.methods == ["none", "kto"] and cfg.attack.harmful_ratio == 0.2
+
+
+def test_simulated_attack_restores_weights_and_keeps_grads_apart(tiny_model_dir, tmp_path, shared_data):
+    from ptalign.batches import prepare_data
+    from ptalign.data import save_feedback
+    from ptalign.integrity.recipes import simulated_attack_records
+    from ptalign.integrity.tamper import SimulatedAttack
+    from ptalign.losses import build_loss
+    from ptalign.models import apply_lora, load_model
+    from ptalign.reference import CompletionScorer
+
+    model, tok = load_model(str(tiny_model_dir))
+    model = apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    path = tmp_path / "harm.jsonl"
+    save_feedback(simulated_attack_records(4, data_root=str(shared_data)), path)
+    data = prepare_data(str(path), tok, build_loss("sft"), 64, "keep_start", 2, 0)
+    adv = SimulatedAttack(data, tok.pad_token_id, 64, steps=2, radius=0.25)
+    scorer = CompletionScorer(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    batch = adv.next_batch("cpu")
+    loss_before = float(adv.attack_loss(scorer, batch))
+    with adv.attacked(scorer, params):
+        moved = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(params, before)))
+        assert 0.25 < float(moved) <= 0.5 + 1e-5  # two steps of length 0.25
+        assert float(adv.attack_loss(scorer, batch)) < loss_before  # the attack lowers the harmful NLL
+        assert all(p.grad is None for p in params)  # autograd.grad never touches .grad
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+
+
+def test_run_experiment_writes_results_and_report(tiny_model_dir, tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("PTALIGN_SHARED_DATA", str(shared_data))
+    cfg = build_integrity_config({"model": str(tiny_model_dir), "methods": ["none", "dpo", "kt-ipa-aa"]}, TINY)
+    results = run_experiment(cfg, tmp_path / "out", cache_dir=str(tmp_path / "cache"))
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(saved["methods"]) == ["none", "dpo", "kt-ipa-aa"] == list(results["methods"])
+    for method, r in saved["methods"].items():
+        for stage in ("before", "after_mixed", "after_pure_bad"):
+            figures = r[stage]
+            assert 0 <= figures["hs"] <= 100 and 0 <= figures["over_refusal"] <= 100 and 0 <= figures["fa"] <= 100
+            assert figures["hs"] == pytest.approx((figures["hs_advbench"] * 3 + figures["hs_harmbench"] * 2) / 5)
+        assert list(r["after_mixed"]["hs_by_epoch"]) == ["0", "1", "2"]
+    aa = tmp_path / "out" / "kt-ipa-aa" / "align"
+    rows = [json.loads(line) for line in (aa / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss_after_attack" in row for row in rows)  # the attack-aware step ran
+    assert (aa / "model" / "model.safetensors").is_file()
+    assert load_feedback(tmp_path / "out" / "dpo" / "align" / "pairs.jsonl")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| kt-ipa-aa |" in report and (tmp_path / "out" / "hs_by_epoch.png").is_file()
