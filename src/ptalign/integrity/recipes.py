@@ -297,7 +297,11 @@ def align(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, co
     if feedback_data is None:
         feedback_data = sample_feedback(model, feedback, console, cache_dir)
     save_feedback(feedback_data.unpaired, out_dir / "feedback.jsonl")
-    save_feedback(feedback_data.pairs, out_dir / "pairs.jsonl")
+    if feedback_data.pairs:
+        save_feedback(feedback_data.pairs, out_dir / "pairs.jsonl")
+    elif args.method == "dpo":
+        raise ValueError("dpo needs preference pairs, and the feedback has none: raise feedback.benign_refusals "
+                         "or feedback.refusals (pairs come from on-policy answers and benign refusals)")
     data = out_dir / ("pairs.jsonl" if args.method == "dpo" else "feedback.jsonl")
     cfg = align_config(model, data, out_dir / "run", args, cache_dir)
     adversary = simulated_attack(model, out_dir, args, feedback, cache_dir) if args.method == "kt-ipa-aa" else None
