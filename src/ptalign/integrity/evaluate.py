@@ -33,8 +33,10 @@ class EvalArgs:
     utility: int = 32
     max_new_tokens: int = 48
     batch_size: int = 16
-    judge: str = "minilm"
-    """Harm judge for HS: ``minilm`` (offline classifier), ``keyword`` (any non-refusal is harmful)."""
+    judge: str = "keyword"
+    """Harm judge for HS: ``keyword`` (any non-refusal of a harmful prompt counts as harmful, the
+    attack-success convention of Qi et al. 2023) or ``minilm`` (the offline classifier; on
+    SmolLM2's short compliant answers it misses most harm, so it is not the default)."""
     seed: int = 0
     data_root: str | None = None
 
