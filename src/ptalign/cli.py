@@ -102,6 +102,24 @@ def prepare_model(
     print(path)
 
 
+def _add_subcommands() -> None:
+    from ptalign.integrity.cli import app as integrity
+
+    app.add_typer(integrity, name="integrity")
+
+
+_add_subcommands()
+
+
+from ptalign.serve.cli import serve  # noqa: E402 - cheap: fastapi loads only when the command runs
+
+app.command("serve")(serve)
+
+from ptalign.rec.cli import app as rec_app  # noqa: E402 - cheap: models load only when a command runs
+
+app.add_typer(rec_app, name="rec")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
 

@@ -1,0 +1,222 @@
+"""Seller/buyer reranker on Home Depot: every method in one table, and shared-prefix scoring speed.
+
+    python benchmarks/rec_selfalign.py                                   # defaults: ~40 min on 2 CPU cores
+    python benchmarks/rec_selfalign.py --train-queries 16 --dev-queries 40 --methods selfalign kto
+
+Embedded SmolLM2-135M-Instruct. Trains on the first ``--train-queries`` queries of
+``homedepot/train.jsonl`` (one round, LoRA r=16, one epoch) and evaluates on the first
+``--dev-queries`` of ``homedepot/dev.jsonl`` (gain = (rating - 1) / 2; MRR relevance gain >= 0.75).
+Methods, all in the same harness (scores -> ptalign.rec.metrics.evaluate):
+
+* random (mean of 20 seeds), bm25, minilm: the non-LLM baselines
+* zero-shot buyer, zero-shot buyer + seller: the untrained model
+* sft (yes/no labels), dpo (right answer over wrong answer), kto (buyer decisions, no seller)
+* prospect-noseller: the prospect-theoretic objective without the seller (ablation: seller step)
+* selfalign-kto: seller + buyer, KTO objective (ablation: the prospect-theoretic value function)
+* selfalign: seller + buyer, prospect objective (alpha = beta = 0.88, lambda = 2.25)
+
+Speed: candidates/s of shared-prefix scoring against per-pair scoring of the full prompts (the
+same batches, and one pair at a time) on the first ``--speed-queries`` dev queries, with the
+zero-shot seller's descriptions, and the largest score difference. The result JSON is rewritten
+after every method, so a cut-off run keeps what it finished. Writes
+benchmarks/results/rec_selfalign.json, rec_selfalign_per_query.jsonl and a Markdown report with
+a plot in benchmarks/work/rec_selfalign/report/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ptalign.rec.baselines import RANKERS
+from ptalign.rec.data import load_relevance_jsonl
+from ptalign.rec.metrics import DEFAULT_METRICS, evaluate
+from ptalign.rec.report import write_report
+from ptalign.rec.selfalign import METHODS, RecTrainArgs, load_roles, ranking_values, score_queries, self_align
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+TRAINED = ["selfalign", "kto", "sft", "prospect-noseller", "dpo", "selfalign-kto"]
+console = Console(stderr=True)
+
+
+def measure_speed(buyer, seller, queries, repeats: int = 2) -> dict:
+    """candidates/s of the scoring paths (best of ``repeats``) and their agreement, with the
+    zero-shot seller's descriptions and without (the buyer alone: shorter suffixes)."""
+    n = sum(len(q.candidates) for q in queries)
+    batch = 32
+
+    def run(path, texts, batch_size=batch):
+        buyer.batch_size, best, scores = batch_size, float("inf"), None
+        requests = [(q.query, q.products, texts[q.query_id]) for q in queries]
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            scores = [u for per_query in path(requests) for u in per_query]
+            best = min(best, time.perf_counter() - t0)
+        return n / best, scores
+
+    one_query = lambda method: lambda requests: [method(*r) for r in requests]  # noqa: E731
+    diff = lambda a, b: max(abs(x - y) for x, y in zip(a, b))  # noqa: E731
+    out = {"n_queries": len(queries), "n_candidates": n, "batch_candidates": batch, "torch_threads": torch.get_num_threads()}
+    described = {q.query_id: d for q, d in zip(queries, _describe(seller, queries))}
+    for label, texts in (("with_descriptions", described), ("without_descriptions", {q.query_id: None for q in queries})):
+        packed_cps, packed = run(buyer.utilities_many, texts)
+        per_query_cps, per_query = run(one_query(buyer.utilities), texts)
+        pair_cps, pair = run(buyer.utilities_per_pair_many, texts)
+        single_cps, single = run(buyer.utilities_per_pair_many, texts, batch_size=1)
+        out[label] = {
+            "shared_prefix_packed_candidates_per_s": packed_cps, "shared_prefix_one_query_per_pass_candidates_per_s": per_query_cps,
+            "per_pair_batched_candidates_per_s": pair_cps, "per_pair_one_at_a_time_candidates_per_s": single_cps,
+            "speedup_vs_per_pair_batched": packed_cps / pair_cps, "speedup_vs_one_at_a_time": packed_cps / single_cps,
+            "max_abs_score_diff_vs_batched": diff(packed, pair), "max_abs_score_diff_vs_one_at_a_time": diff(packed, single),
+            "max_abs_score_diff_one_query_vs_batched": diff(per_query, pair),
+        }  # fmt: skip
+    buyer.batch_size = 16
+    return out
+
+
+def _describe(seller, queries):
+    flat = iter(seller.describe([(q.query, p) for q in queries for p in q.products]))
+    return [[next(flat) for _ in q.candidates] for q in queries]
+
+
+def evaluate_model(spec: str, use_seller: bool, dev, args) -> tuple[dict, dict]:
+    t0 = time.perf_counter()
+    buyer, seller = load_roles(spec, use_seller, args.description_tokens, cache_dir=args.cache_dir)
+    utilities, descriptions = score_queries(buyer, seller, dev)
+    scores = ranking_values(utilities)
+    extra = {"eval_seconds": round(time.perf_counter() - t0, 1)}
+    if seller is not None:
+        extra["dev_descriptions"] = seller.stats
+        extra["example_description"] = {"query": dev[0].query, "product": dev[0].candidates[0].product.title,
+                                        "description": descriptions[dev[0].query_id][0]}
+    return scores, extra
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "rec" / "homedepot")
+    parser.add_argument("--train-queries", type=int, default=24)
+    parser.add_argument("--dev-queries", type=int, default=40)
+    parser.add_argument("--speed-queries", type=int, default=10, help="dev queries for the speed figure (0: skip it)")
+    parser.add_argument("--description-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--speed-only", action="store_true", help="only (re)measure the speed figure into the existing JSON")
+    parser.add_argument("--methods", nargs="*", default=TRAINED, help=f"trained methods, in order ({', '.join(TRAINED)})")
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "rec_selfalign")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS / "rec_selfalign.json")
+    args = parser.parse_args(argv)
+    for name in args.methods:
+        METHODS.get(name)
+    if not (args.data / "dev.jsonl").is_file():
+        print(f"skipping: {args.data} not found (the shared data is only on CI and developer machines)")
+        return 0
+    train_path = args.data / "train.jsonl"
+    dev = load_relevance_jsonl(args.data / "dev.jsonl")[: args.dev_queries]
+    if args.speed_only:
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        buyer, seller = load_roles(args.model, True, args.description_tokens, cache_dir=args.cache_dir)
+        result["speed"] = measure_speed(buyer, seller, dev[: args.speed_queries])
+        _save(result, args.out)
+        print(json.dumps(result["speed"], indent=1))
+        return 0
+    result = {"data": {"train": f"rec/homedepot/train.jsonl[:{args.train_queries}]",
+                       "dev": f"rec/homedepot/dev.jsonl[:{args.dev_queries}]",
+                       "n_dev_candidates": sum(len(q.candidates) for q in dev)},
+              "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "gain": "linear: (rating - 1) / 2", "mrr_relevance": "gain >= 0.75",
+              "model": "embedded SmolLM2-135M-Instruct (float32, CPU)", "methods": {}, "seconds": {},
+              "python": sys.version.split()[0]}
+    scores: dict[str, dict] = {}
+    started = time.perf_counter()
+
+    def record(name: str, method_scores: dict, **extra) -> None:
+        scores[name] = method_scores
+        means, _ = evaluate(dev, method_scores, DEFAULT_METRICS)
+        result["methods"][name] = {"metrics": means, **extra}
+        result["elapsed_seconds"] = round(time.perf_counter() - started, 1)
+        _save(result, args.out)
+        console.print(f"[bold]{name}[/]: " + "  ".join(f"{m} {v:.3f}" for m, v in means.items()))
+
+    random_runs = [RANKERS.get("random")(seed=s).score_many(dev) for s in range(20)]
+    per_seed = [evaluate(dev, run, DEFAULT_METRICS)[0] for run in random_runs]
+    result["methods"]["random"] = {"metrics": {m: statistics.fmean(p[m] for p in per_seed) for m in DEFAULT_METRICS},
+                                   "seeds": 20}
+    scores["random"] = random_runs[0]
+    for name in ("bm25", "minilm"):
+        record(name, RANKERS.get(name)().score_many(dev))
+
+    record("zero-shot buyer", *evaluate_model(args.model, False, dev, args)[:1])
+    zs_scores, zs_extra = evaluate_model(args.model, True, dev, args)
+    record("zero-shot buyer + seller", zs_scores, **zs_extra)
+
+    for name in args.methods:
+        t0 = time.perf_counter()
+        run_dir = args.work / name
+        train_args = RecTrainArgs(train_data=str(train_path), output_dir=str(run_dir), method=name, model=args.model,
+                                  rounds=args.rounds, train_queries=args.train_queries,
+                                  description_tokens=args.description_tokens, cache_dir=args.cache_dir)
+        self_align(train_args, console)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        rounds = [json.loads((run_dir / f"round-{r}" / "round.json").read_text()) for r in range(1, args.rounds + 1)]
+        train_seconds = round(time.perf_counter() - t0, 1)
+        method_scores, extra = evaluate_model(summary["model"], summary["seller"], dev, args)
+        record(name, method_scores, seller=summary["seller"], loss=METHODS.get(name).loss, train_seconds=train_seconds,
+               train_decision_accuracy=[r["decision_accuracy"] for r in rounds],
+               n_feedback=[r["n_feedback"] for r in rounds], **extra)
+
+    if args.speed_queries:
+        buyer, seller = load_roles(args.model, True, args.description_tokens, cache_dir=args.cache_dir)
+        result["speed"] = measure_speed(buyer, seller, dev[: args.speed_queries])
+        del buyer, seller
+        _save(result, args.out)
+        console.print(f"speed: {json.dumps(result['speed'])}")
+
+    ordered = {name: scores[name] for name in result["methods"]}
+    report = write_report(args.work / "report", dev, ordered, title="Seller/buyer reranker on Home Depot dev")
+    result["stderr_over_queries"] = report["stderr"]
+    per_query = args.out.with_name(f"{args.out.stem}_per_query.jsonl")
+    per_query.write_text("".join(json.dumps({"method": n, "query_id": q, **v}) + "\n"
+                                 for n, pq in report["per_query"].items() for q, v in pq.items()))
+    result["per_query_file"] = per_query.name
+    _save(result, args.out)
+    print_table(result)
+    return 0
+
+
+def _save(result: dict, path: Path) -> None:
+    from ptalign.config import atomic_write_text
+
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+
+
+def print_table(result: dict) -> None:
+    table = Table(title=f"Home Depot dev ({result['data']['dev']}), trained on {result['data']['train']}")
+    table.add_column("method")
+    for m in DEFAULT_METRICS:
+        table.add_column(m, justify="right")
+    table.add_column("train s", justify="right")
+    for name, r in result["methods"].items():
+        cells = [f"{r['metrics'][m]:.3f}" if r["metrics"][m] is not None else "-" for m in DEFAULT_METRICS]
+        table.add_row(name, *cells, str(r.get("train_seconds", "")))
+    Console(width=160).print(table)
+    for label, s in (result.get("speed") or {}).items():
+        if isinstance(s, dict):
+            print(f"scoring speed {label} ({result['speed']['n_candidates']} candidates): shared prefix "
+                  f"{s['shared_prefix_packed_candidates_per_s']:.1f}/s, per pair batched {s['per_pair_batched_candidates_per_s']:.1f}/s "
+                  f"({s['speedup_vs_per_pair_batched']:.2f}x), one at a time {s['per_pair_one_at_a_time_candidates_per_s']:.1f}/s "
+                  f"({s['speedup_vs_one_at_a_time']:.2f}x); max |score diff| {s['max_abs_score_diff_vs_batched']:.2e}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,291 @@
+"""The buyer: the language model, prompted as the shopper, judges "would I buy this?".
+
+For a query q, a product p and the seller's description d, the buyer's *utility* is the
+log-odds of answering yes against no as the first token of its reply::
+
+    u(q, p, d) = log sum_{t in YES} p(t | prompt)  -  log sum_{t in NO} p(t | prompt)
+
+(YES = {"Yes", "yes"}, NO = {"No", "no"}, first token of each; the softmax normaliser cancels,
+so only the logits of those few tokens are needed). Candidates are ranked by the
+prospect-theoretic value of their utility against the query's reference point (Kahneman &
+Tversky 1979)::
+
+    value(p) = v(u_p - z_q),   z_q = mean_p' u_p'  (the query's reference point),
+    v(x) = x^alpha for x >= 0,  -lambda (-x)^beta for x < 0
+
+v is strictly increasing, so *within one query* the order is the order of the utilities: the
+value function changes how far apart candidates sit (losses loom larger), which is what a
+caller comparing values across queries or thresholding them sees, not the ranking itself.
+
+**Shared-prefix scoring.** Every candidate's prompt is ``prefix + suffix``: the prefix (system
+prompt, instructions, the query) is the same for all candidates of a query, the suffix holds the
+product and the description. :meth:`Buyer.utilities` runs the prefix once, keeps its key/value
+cache, and scores all suffixes in batched passes over a copy of that cache repeated along the
+batch (``DynamicCache.batch_repeat_interleave``); :meth:`Buyer.utilities_per_pair` runs each
+full prompt instead. Both see the same token ids, so the scores agree to float noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+
+from ptalign.rec.baselines import RANKERS, Ranker
+from ptalign.rec.data import Product, RankingQuery
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+BUYER_SYSTEM = (
+    "You are a careful online shopper. You buy a product only if it is what you searched for: "
+    "the right kind of item, with the size, brand, material and features your search asks for. "
+    "You say no to accessories, parts or different items that merely share words with your search."
+)
+YES_WORDS = ("Yes", "yes")
+NO_WORDS = ("No", "no")
+PRODUCT_MARKER = "Product: "
+MAX_PRODUCT_CHARS = 400
+MAX_DESCRIPTION_CHARS = 400
+
+
+def buyer_messages(query: str, product: Product, description: str | None = None) -> list[dict]:
+    """The buyer's chat prompt; everything before ``PRODUCT_MARKER`` depends on the query only."""
+    lines = [f"I searched the store for: {query}",
+             "Would I buy the product below for this search? Answer Yes or No.", "",
+             f"{PRODUCT_MARKER}{product.text()[:MAX_PRODUCT_CHARS]}"]
+    if description:
+        lines.append(f"The seller says: {description.strip()[:MAX_DESCRIPTION_CHARS]}")
+    return [{"role": "system", "content": BUYER_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def render_prompt(tokenizer: "PreTrainedTokenizerBase", messages: list[dict]) -> str:
+    """Chat template with the generation prompt, as text (plain concatenation without a template)."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in messages) + "\n\nAnswer:"
+
+
+def split_prompt(tokenizer, query: str, product: Product, description: str | None) -> tuple[list[int], list[int]]:
+    """(prefix ids, suffix ids) of the buyer prompt, split where the product starts.
+
+    Each part is tokenized on its own, so the prefix ids are identical for every candidate of a
+    query; the per-pair path scores ``prefix + suffix`` so both paths see the same ids.
+    """
+    text = render_prompt(tokenizer, buyer_messages(query, product, description))
+    cut = text.index(PRODUCT_MARKER)
+    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    return encode(text[:cut]), encode(text[cut:])
+
+
+def answer_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
+    """First token id of each word (deduplicated, in order)."""
+    ids = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words]
+    return list(dict.fromkeys(ids))
+
+
+@dataclass
+class Buyer:
+    """Scores (query, product, description) triples with a causal LM (plain or PEFT-wrapped)."""
+
+    model: "PreTrainedModel"
+    tokenizer: "PreTrainedTokenizerBase"
+    batch_size: int = 16
+    """Candidates per batched pass."""
+
+    def __post_init__(self):
+        self.yes_ids = answer_token_ids(self.tokenizer, YES_WORDS)
+        self.no_ids = answer_token_ids(self.tokenizer, NO_WORDS)
+        if set(self.yes_ids) & set(self.no_ids):
+            raise ValueError(f"the tokenizer maps a yes word and a no word to the same first token: {self.yes_ids} / {self.no_ids}")
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _base(self):
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _log_odds(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B, H] last hidden states -> [B] utilities; only 4 rows of the LM head are used."""
+        head = self._base().get_output_embeddings()
+        rows = torch.tensor(self.yes_ids + self.no_ids, device=hidden.device)
+        logits = hidden @ head.weight[rows].T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[rows]
+        n_yes = len(self.yes_ids)
+        return (logits[:, :n_yes].logsumexp(-1) - logits[:, n_yes:].logsumexp(-1)).float()
+
+    # ----------------------------------------------------------------- scoring
+
+    @torch.no_grad()
+    def utilities(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None = None) -> list[float]:
+        """Utilities of one query's candidates: the shared prefix runs once (KV cache reused)."""
+        from transformers import DynamicCache
+
+        if not products:
+            return []
+        descriptions = descriptions or [None] * len(products)
+        parts = [split_prompt(self.tokenizer, query, p, d) for p, d in zip(products, descriptions)]
+        prefix = parts[0][0]
+        if any(pre != prefix for pre, _ in parts):
+            raise ValueError("candidate prompts of one query must share their prefix")
+        decoder, device = self._base().get_decoder(), self.device
+        prefix_cache = DynamicCache()
+        cache_arg = _cache_kwarg(decoder)
+        decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True, **{cache_arg: prefix_cache})
+        out: list[float] = []
+        for start in range(0, len(parts), self.batch_size):
+            suffixes = [s for _, s in parts[start : start + self.batch_size]]
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(suffixes))
+            ids, mask, last = _right_pad(suffixes, self.tokenizer.pad_token_id, device)
+            full_mask = torch.cat([mask.new_ones(len(suffixes), len(prefix)), mask], dim=1)
+            positions = torch.arange(len(prefix), len(prefix) + ids.shape[1], device=device).expand_as(ids)
+            hidden = decoder(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                             **{cache_arg: cache}).last_hidden_state
+            out += self._log_odds(hidden[torch.arange(len(suffixes)), last]).tolist()
+        return out
+
+    @torch.no_grad()
+    def utilities_many(self, requests: Sequence[tuple[str, Sequence[Product], Sequence[str | None] | None]]) -> list[list[float]]:
+        """Utilities of several queries' candidates, ``requests = [(query, products, descriptions)]``.
+
+        Queries are packed into groups of about ``batch_size`` candidates. A group's prefixes run
+        as one left-padded batch; each prefix's cache rows are then selected once per candidate
+        (``batch_select_indices``) and all suffixes of the group run as one right-padded batch
+        (positions continue from each row's own prefix length). Fewer, larger passes than
+        :meth:`utilities` over one query at a time, with the same scores.
+        """
+        parts = []
+        for query, products, descriptions in requests:
+            split = [split_prompt(self.tokenizer, query, p, d) for p, d in zip(products, descriptions or [None] * len(products))]
+            if any(pre != split[0][0] for pre, _ in split):
+                raise ValueError("candidate prompts of one query must share their prefix")
+            parts.append(split)
+        out: list[list[float]] = [[] for _ in parts]
+        group: list[int] = []
+        for i in range(len(parts) + 1):
+            if group and (i == len(parts) or sum(len(parts[j]) for j in group) + len(parts[i]) > self.batch_size):
+                for j, scores in zip(group, self._score_group([parts[j] for j in group])):
+                    out[j] = scores
+                group = []
+            if i < len(parts) and parts[i]:
+                group.append(i)
+        return out
+
+    def _score_group(self, group: list[list[tuple[list[int], list[int]]]]) -> list[list[float]]:
+        from transformers import DynamicCache
+
+        decoder, device, pad = self._base().get_decoder(), self.device, self.tokenizer.pad_token_id
+        cache_arg = _cache_kwarg(decoder)
+        prefixes = [split[0][0] for split in group]
+        width = max(map(len, prefixes))
+        prefix_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prefixes], device=device)
+        prefix_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], device=device)
+        cache = DynamicCache()
+        decoder(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=(prefix_mask.cumsum(1) - 1).clamp(min=0),
+                use_cache=True, **{cache_arg: cache})
+        rows = torch.tensor([q for q, split in enumerate(group) for _ in split], device=device)
+        cache.batch_select_indices(rows)
+        ids, mask, last = _right_pad([s for split in group for _, s in split], pad, device)
+        lengths = torch.tensor([len(p) for p in prefixes], device=device)[rows]
+        positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)
+        hidden = decoder(input_ids=ids, attention_mask=torch.cat([prefix_mask[rows], mask], dim=1), position_ids=positions,
+                         use_cache=True, **{cache_arg: cache}).last_hidden_state
+        flat = iter(self._log_odds(hidden[torch.arange(len(ids)), last]).tolist())
+        return [[next(flat) for _ in split] for split in group]
+
+    @torch.no_grad()
+    def utilities_per_pair_many(self, requests) -> list[list[float]]:
+        """:meth:`utilities_per_pair` with the full prompts of several queries packed into batches."""
+        prompts = [(i, sum(split_prompt(self.tokenizer, q, p, d), []))
+                   for i, (q, products, descriptions) in enumerate(requests)
+                   for p, d in zip(products, descriptions or [None] * len(products))]
+        decoder, flat = self._base().get_decoder(), []
+        for start in range(0, len(prompts), self.batch_size):
+            ids, mask, last = _right_pad([p for _, p in prompts[start : start + self.batch_size]], self.tokenizer.pad_token_id, self.device)
+            hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            flat += self._log_odds(hidden[torch.arange(len(ids)), last]).tolist()
+        out: list[list[float]] = [[] for _ in requests]
+        for (i, _), u in zip(prompts, flat):
+            out[i].append(u)
+        return out
+
+    @torch.no_grad()
+    def utilities_per_pair(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None = None) -> list[float]:
+        """The same utilities, each candidate's full prompt run from scratch (batched, right-padded)."""
+        descriptions = descriptions or [None] * len(products)
+        prompts = [sum(split_prompt(self.tokenizer, query, p, d), []) for p, d in zip(products, descriptions)]
+        decoder, out = self._base().get_decoder(), []
+        for start in range(0, len(prompts), self.batch_size):
+            ids, mask, last = _right_pad(prompts[start : start + self.batch_size], self.tokenizer.pad_token_id, self.device)
+            hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            out += self._log_odds(hidden[torch.arange(len(ids)), last]).tolist()
+        return out
+
+
+def _cache_kwarg(decoder) -> str:
+    # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns until 5.40).
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+def _right_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ids [B, T], attention mask [B, T] and the index of each row's last real token [B]."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device), torch.tensor([len(r) - 1 for r in rows], device=device)
+
+
+# --------------------------------------------------------------------------- prospect value
+
+KT_GAIN_CURVATURE, KT_LOSS_CURVATURE, KT_LOSS_AVERSION = 0.88, 0.88, 2.25
+"""Tversky & Kahneman's (1992) median estimates."""
+
+
+def prospect_values(
+    utilities: Sequence[float],
+    gain_curvature: float = KT_GAIN_CURVATURE,
+    loss_curvature: float = KT_LOSS_CURVATURE,
+    loss_aversion: float = KT_LOSS_AVERSION,
+) -> tuple[list[float], float]:
+    """(v(u - z) for each candidate, z) with z the mean utility of the query's candidates."""
+    from ptalign.losses.prospect import kt_value
+
+    u = torch.tensor(list(utilities), dtype=torch.float64)
+    reference_point = float(u.mean())
+    values = kt_value(u - reference_point, gain_curvature, loss_curvature, loss_aversion)
+    return values.tolist(), reference_point
+
+
+@RANKERS.register("buyer")
+class BuyerRanker(Ranker):
+    """Ranks by the prospect value of the buyer's utility; with a seller, the buyer also reads
+    the seller's description of each product (generated, or taken from ``descriptions``)."""
+
+    def __init__(self, buyer: Buyer, seller=None, shared_prefix: bool = True):
+        self.buyer, self.seller, self.shared_prefix = buyer, seller, shared_prefix
+
+    def score(self, query: str, products: Sequence[Product], descriptions: Sequence[str] | None = None) -> list[float]:
+        if descriptions is None and self.seller is not None:
+            descriptions = self.seller.describe([(query, p) for p in products])
+        score = self.buyer.utilities if self.shared_prefix else self.buyer.utilities_per_pair
+        return prospect_values(score(query, products, descriptions))[0]
+
+    def score_many(self, queries: Sequence[RankingQuery]) -> dict[str, list[float]]:
+        descriptions: dict = {q.query_id: None for q in queries}
+        if self.seller is not None:  # one generation call over every pair batches best
+            flat = iter(self.seller.describe([(q.query, p) for q in queries for p in q.products]))
+            descriptions = {q.query_id: [next(flat) for _ in q.products] for q in queries}
+        score = self.buyer.utilities_many if self.shared_prefix else self.buyer.utilities_per_pair_many
+        utilities = score([(q.query, q.products, descriptions[q.query_id]) for q in queries])
+        return {q.query_id: prospect_values(u)[0] for q, u in zip(queries, utilities)}
