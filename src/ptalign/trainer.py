@@ -120,7 +120,9 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
                     last = micro == ga - 1 and j == len(passes) - 1
                     with contextlib.nullcontext() if last else accelerator.no_sync(scorer):
                         with adv.attacked(accelerator.unwrap_model(scorer), params) if adv else contextlib.nullcontext():
-                            out, point = _batch_loss(scorer, ref_scorer, model, loss_fn, batch, data, reference, tracker)
+                            # the attacked pass must not move a running-mean reference point
+                            point_state = copy.deepcopy(tracker) if adv else tracker
+                            out, point = _batch_loss(scorer, ref_scorer, model, loss_fn, batch, data, reference, point_state)
                             accelerator.backward(out.losses.mean() * (adv.weight if adv else 1.0) / ga)
                     stats.add(out, point, batch, adversarial=adv is not None)
             grad_norm = accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm) if cfg.train.max_grad_norm > 0 else None

@@ -23,6 +23,7 @@ from ptalign.integrity.evaluate import EvalArgs, evaluate_model
 from ptalign.integrity.recipes import (
     METHODS, AlignArgs, AlignmentFeedback, AttackArgs, FeedbackArgs, align, attack, sample_feedback,
 )
+from ptalign.models import load_tokenizer
 
 BASELINE = "none"
 
@@ -107,6 +108,7 @@ def run_method(cfg: IntegrityConfig, method: str, out: Path, feedback: Alignment
     result = {"method": method, "align_seconds": time.perf_counter() - t0}
     console.print(f"[bold]{method}[/]: evaluating before the attack")
     result["before"] = evaluate_folder(model, cfg.eval, judge, cache_dir)
+    tokenizer = load_tokenizer(model, cache_dir)
     for kind in cfg.attacks:
         args = dataclasses.replace(cfg.attack, kind=kind)
         epochs = {0: result["before"]["hs"]}
@@ -114,9 +116,7 @@ def run_method(cfg: IntegrityConfig, method: str, out: Path, feedback: Alignment
 
         def after_epoch(epoch, policy):
             if cfg.epoch_eval and epoch < args.epochs:
-                from ptalign.models import load_tokenizer
-
-                epochs[epoch] = evaluate_model(policy, load_tokenizer(model, cache_dir), quick, judge=judge, progress=False)["hs"]
+                epochs[epoch] = evaluate_model(policy, tokenizer, quick, judge=judge, progress=False)["hs"]
 
         console.print(f"[bold]{method}[/]: attack {kind} (n={args.n}, p={args.harmful_ratio if kind == 'mixed' else 1.0}, {args.epochs} epochs)")
         t1 = time.perf_counter()
