@@ -36,6 +36,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from ptalign.models import device_description
 from ptalign.rec.baselines import RANKERS
 from ptalign.rec.data import load_relevance_jsonl
 from ptalign.rec.metrics import DEFAULT_METRICS, evaluate
@@ -90,7 +91,7 @@ def _describe(seller, queries):
 
 def evaluate_model(spec: str, use_seller: bool, dev, args) -> tuple[dict, dict]:
     t0 = time.perf_counter()
-    buyer, seller = load_roles(spec, use_seller, args.description_tokens, cache_dir=args.cache_dir)
+    buyer, seller = load_roles(spec, use_seller, args.description_tokens, args.batch_size, cache_dir=args.cache_dir)
     utilities, descriptions = score_queries(buyer, seller, dev)
     scores = ranking_values(utilities)
     extra = {"eval_seconds": round(time.perf_counter() - t0, 1)}
@@ -109,7 +110,16 @@ def main(argv=None) -> int:
     parser.add_argument("--speed-queries", type=int, default=10, help="dev queries for the speed figure (0: skip it)")
     parser.add_argument("--description-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs per round")
+    parser.add_argument("--batch-size", type=int, default=16, help="candidates per buyer pass, descriptions per generation batch")
     parser.add_argument("--speed-only", action="store_true", help="only (re)measure the speed figure into the existing JSON")
+    parser.add_argument("--defer-metrics", action="store_true",
+                        help="score the LLM methods only and save the scores (for a machine without ranx or the "
+                             "MiniLM model, such as a GPU box); finish later with --from-scores")
+    parser.add_argument("--from-scores", action="store_true",
+                        help="add the baselines and every metric, report and table to a --defer-metrics result")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="with --from-scores: more --defer-metrics results (other methods, same dev set) to add")
     parser.add_argument("--methods", nargs="*", default=TRAINED, help=f"trained methods, in order ({', '.join(TRAINED)})")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "rec_selfalign")
@@ -121,6 +131,9 @@ def main(argv=None) -> int:
     if not (args.data / "dev.jsonl").is_file():
         print(f"skipping: {args.data} not found (the shared data is only on CI and developer machines)")
         return 0
+    scores_path = args.out.with_name(f"{args.out.stem}_scores.json")
+    if args.from_scores:
+        return finish_from_scores(args, scores_path)
     train_path = args.data / "train.jsonl"
     dev = load_relevance_jsonl(args.data / "dev.jsonl")[: args.dev_queries]
     if args.speed_only:
@@ -135,26 +148,22 @@ def main(argv=None) -> int:
                        "n_dev_candidates": sum(len(q.candidates) for q in dev)},
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "gain": "linear: (rating - 1) / 2", "mrr_relevance": "gain >= 0.75",
-              "model": "embedded SmolLM2-135M-Instruct (float32, CPU)", "methods": {}, "seconds": {},
+              "model": "embedded SmolLM2-135M-Instruct (float32)", "device": device_description(), "methods": {}, "seconds": {},
               "python": sys.version.split()[0]}
     scores: dict[str, dict] = {}
     started = time.perf_counter()
 
     def record(name: str, method_scores: dict, **extra) -> None:
         scores[name] = method_scores
-        means, _ = evaluate(dev, method_scores, DEFAULT_METRICS)
-        result["methods"][name] = {"metrics": means, **extra}
+        result["methods"][name] = {**extra}
+        if not args.defer_metrics:
+            _add_metrics(result, name, dev, method_scores)
         result["elapsed_seconds"] = round(time.perf_counter() - started, 1)
         _save(result, args.out)
-        console.print(f"[bold]{name}[/]: " + "  ".join(f"{m} {v:.3f}" for m, v in means.items()))
+        _save(scores, scores_path)
 
-    random_runs = [RANKERS.get("random")(seed=s).score_many(dev) for s in range(20)]
-    per_seed = [evaluate(dev, run, DEFAULT_METRICS)[0] for run in random_runs]
-    result["methods"]["random"] = {"metrics": {m: statistics.fmean(p[m] for p in per_seed) for m in DEFAULT_METRICS},
-                                   "seeds": 20}
-    scores["random"] = random_runs[0]
-    for name in ("bm25", "minilm"):
-        record(name, RANKERS.get(name)().score_many(dev))
+    if not args.defer_metrics:
+        add_baselines(dev, record, result)
 
     record("zero-shot buyer", *evaluate_model(args.model, False, dev, args)[:1])
     zs_scores, zs_extra = evaluate_model(args.model, True, dev, args)
@@ -164,8 +173,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         run_dir = args.work / name
         train_args = RecTrainArgs(train_data=str(train_path), output_dir=str(run_dir), method=name, model=args.model,
-                                  rounds=args.rounds, train_queries=args.train_queries,
-                                  description_tokens=args.description_tokens, cache_dir=args.cache_dir)
+                                  rounds=args.rounds, epochs=args.epochs, train_queries=args.train_queries,
+                                  description_tokens=args.description_tokens, score_batch_size=args.batch_size,
+                                  cache_dir=args.cache_dir)
         self_align(train_args, console)
         summary = json.loads((run_dir / "summary.json").read_text())
         rounds = [json.loads((run_dir / f"round-{r}" / "round.json").read_text()) for r in range(1, args.rounds + 1)]
@@ -181,7 +191,63 @@ def main(argv=None) -> int:
         del buyer, seller
         _save(result, args.out)
         console.print(f"speed: {json.dumps(result['speed'])}")
+    if args.defer_metrics:
+        print(f"scores saved to {scores_path}; finish with --from-scores (same --out, --data and --dev-queries)")
+        return 0
+    return finish(args, dev, result, scores)
 
+
+def add_baselines(dev, record, result: dict) -> None:
+    """random (metrics: the mean of 20 seeds; scores: seed 0), BM25 and the MiniLM bi-encoder."""
+    random_runs = [RANKERS.get("random")(seed=s).score_many(dev) for s in range(20)]
+    per_seed = [evaluate(dev, run, DEFAULT_METRICS)[0] for run in random_runs]
+    record("random", random_runs[0], seeds=20)
+    result["methods"]["random"]["metrics"] = {m: statistics.fmean(p[m] for p in per_seed) for m in DEFAULT_METRICS}
+    for name in ("bm25", "minilm"):
+        record(name, RANKERS.get(name)().score_many(dev))
+
+
+def _add_metrics(result: dict, name: str, dev, method_scores: dict) -> None:
+    means, _ = evaluate(dev, method_scores, DEFAULT_METRICS)
+    result["methods"][name]["metrics"] = means
+    console.print(f"[bold]{name}[/]: " + "  ".join(f"{m} {v:.3f}" for m, v in means.items()))
+
+
+def finish_from_scores(args, scores_path: Path) -> int:
+    """Baselines, metrics, report and table for a result whose LLM scores were computed elsewhere."""
+    if not args.out.is_file() or not scores_path.is_file():
+        sys.exit(f"--from-scores needs {args.out} and {scores_path} (written by a --defer-metrics run)")
+    deferred = json.loads(args.out.read_text())
+    stored = json.loads(scores_path.read_text())
+    for path in args.merge:  # methods of parallel runs on the same dev slice; the first run's row wins
+        other = json.loads(path.read_text())
+        if other["data"] != deferred["data"]:
+            sys.exit(f"{path} was scored on {other['data']}, not {deferred['data']}: cannot merge")
+        other_scores = json.loads(path.with_name(f"{path.stem}_scores.json").read_text())
+        for name, extra in other["methods"].items():
+            if name not in deferred["methods"]:
+                deferred["methods"][name], stored[name] = extra, other_scores[name]
+        deferred.setdefault("merged_from", []).append(path.name)
+        if "speed" in other and "speed" not in deferred:
+            deferred["speed"] = other["speed"]
+    dev = load_relevance_jsonl(args.data / "dev.jsonl")[: int(deferred["settings"]["dev_queries"])]
+    result = {**deferred, "methods": {}}
+    scores: dict[str, dict] = {}
+
+    def record(name: str, method_scores: dict, **extra) -> None:
+        scores[name] = method_scores
+        result["methods"][name] = {**extra}
+        _add_metrics(result, name, dev, method_scores)
+
+    add_baselines(dev, record, result)
+    for name, extra in deferred["methods"].items():
+        record(name, stored[name], **{k: v for k, v in extra.items() if k != "metrics"})
+    result["metrics_computed"] = "separately, with --from-scores"
+    return finish(args, dev, result, scores)
+
+
+def finish(args, dev, result: dict, scores: dict) -> int:
+    """The report with plots, the per-query file, the final JSON and the printed table."""
     ordered = {name: scores[name] for name in result["methods"]}
     report = write_report(args.work / "report", dev, ordered, title="Seller/buyer reranker on Home Depot dev")
     result["stderr_over_queries"] = report["stderr"]

@@ -202,8 +202,10 @@ def load_model(
     dtype: str = "float32",
     cache_dir: str | Path | None = None,
     attn_implementation: str | None = "sdpa",
+    device: str | None = None,
 ) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
-    """Load a causal LM and its tokenizer from a model spec (see :func:`resolve_model`).
+    """Load a causal LM and its tokenizer from a model spec (see :func:`resolve_model`), on
+    ``device`` (default :func:`default_device`: the GPU when there is one).
 
     The tokenizer always has a pad token (the eos token when it had none) and pads on the right,
     as training collators expect; :func:`generate` left-pads on its own.
@@ -226,9 +228,27 @@ def load_model(
             f"SmolLM2-135M-Instruct. Cause: {err}"
         ) from err
     _training_tokenizer(tokenizer)
+    model.to(device or default_device())
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def default_device() -> str:
+    """``$PTALIGN_DEVICE`` if set, else ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    return os.environ.get("PTALIGN_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_description() -> str:
+    """What :func:`default_device` is, in words (for result files): ``cpu (N threads)`` or the GPU's name."""
+    import torch
+
+    device = default_device()
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} ({torch.get_num_threads()} threads)"
 
 
 def load_tokenizer(spec: str, cache_dir: str | Path | None = None) -> "PreTrainedTokenizerBase":
@@ -284,7 +304,7 @@ def export_model(
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise FileExistsError(f"{out_dir} already exists and is not empty; pass overwrite=True to replace it")
-    model, tokenizer = load_model(base_spec, dtype="float32", cache_dir=cache_dir)
+    model, tokenizer = load_model(base_spec, dtype="float32", cache_dir=cache_dir, device="cpu")
     if adapter_dir is not None:
         from peft import PeftModel
 

@@ -73,3 +73,18 @@ def make_tiny_model(path: str | Path, seed: int = 0, vocab_size: int = 512) -> P
     model = LlamaForCausalLM(config)
     model.save_pretrained(path)
     return path
+
+
+def load_benchmark_script(name: str):
+    """Import ``benchmarks/<name>.py`` of this checkout as a module (for tests of the scripts)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the benchmark scripts live in a source checkout, not the wheel")
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

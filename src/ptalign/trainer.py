@@ -52,7 +52,7 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
     from ptalign.models import apply_lora, load_model, resolve_model
 
     resolved = resolve_model(cfg.model.name, cache_dir=cfg.model.cache_dir)
-    model, tokenizer = load_model(resolved, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir)
+    model, tokenizer = load_model(resolved, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir, device=str(accelerator.device))
     model.config.use_cache = False
     d = cfg.data
     data = prepare_data(d.train, tokenizer, loss_fn, d.max_length, d.truncation, cfg.train.batch_size,

@@ -161,3 +161,18 @@ def test_count_parameters_counts_tied_weights_once(tiny_model_dir):
     per_layer = 2 * width * width + 2 * width * 32 + 3 * width * inter + 2 * width
     expected = vocab * width + layers * per_layer + width  # + final norm; lm_head tied
     assert models.count_parameters(model) == (expected, expected)
+
+
+def test_default_device_follows_the_environment(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("PTALIGN_DEVICE", "cpu")
+    assert models.default_device() == "cpu"
+    assert models.device_description().startswith("cpu (")
+    monkeypatch.delenv("PTALIGN_DEVICE")
+    assert models.default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_load_model_places_the_weights_on_the_device(tiny_model_dir):
+    model, _ = models.load_model(str(tiny_model_dir), device="cpu")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}

@@ -145,7 +145,9 @@ def run_experiment(cfg: IntegrityConfig, out: Path, console: Console | None = No
     judge = JUDGES.get(cfg.eval.judge)()
     needs_feedback = any(m != BASELINE for m in cfg.methods)
     feedback = sample_feedback(cfg.model, cfg.feedback, console, cache_dir) if needs_feedback else None
-    results = {"config": cfg.to_dict(), "methods": {}}
+    from ptalign.models import device_description
+
+    results = {"config": cfg.to_dict(), "methods": {}, "device": device_description()}
     if feedback is not None:
         results["feedback_counts"] = feedback.counts
     for method in cfg.methods:

@@ -1,0 +1,63 @@
+"""benchmarks/rec_selfalign.py's split runs: LLM scores computed on one machine (--defer-metrics),
+finished with baselines, metrics and a report on another (--from-scores, --merge)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from ptalign.testing import load_benchmark_script
+
+
+@pytest.fixture
+def homedepot_dir(relevance_file, tmp_path):
+    folder = tmp_path / "homedepot"
+    folder.mkdir()
+    for split in ("train", "dev"):
+        shutil.copy(relevance_file, folder / f"{split}.jsonl")
+    return folder
+
+
+def test_rec_deferred_scores_are_finished_with_baselines_and_merged(homedepot_dir, tiny_model_dir, tmp_path, monkeypatch):
+    from ptalign.rec.baselines import minilm_model_dir
+
+    if not minilm_model_dir().is_dir():
+        pytest.skip("the embedded MiniLM is not installed (bash scripts/setup.sh --dev installs it)")
+    monkeypatch.setenv("PTALIGN_CACHE", str(tmp_path / "cache"))
+    rec = load_benchmark_script("rec_selfalign")
+    common = ["--data", str(homedepot_dir), "--model", str(tiny_model_dir), "--train-queries", "2", "--dev-queries", "3",
+              "--speed-queries", "0", "--description-tokens", "4", "--defer-metrics", "--work", str(tmp_path / "work")]
+    first, second = tmp_path / "a" / "rec.json", tmp_path / "b" / "rec.json"
+    assert rec.main(common + ["--methods", "sft", "--out", str(first)]) == 0
+    assert rec.main(common + ["--methods", "kto", "--out", str(second)]) == 0
+    deferred = json.loads(first.read_text())
+    assert "metrics" not in deferred["methods"]["sft"]  # deferred: scores only
+    scores = json.loads(first.with_name("rec_scores.json").read_text())
+    assert set(scores) == {"zero-shot buyer", "zero-shot buyer + seller", "sft"}
+    assert [len(v) for v in scores["sft"].values()] == [4, 3, 5]
+
+    assert rec.main(["--data", str(homedepot_dir), "--from-scores", "--out", str(first), "--merge", str(second),
+                     "--work", str(tmp_path / "work")]) == 0
+    done = json.loads(first.read_text())
+    assert list(done["methods"]) == ["random", "bm25", "minilm", "zero-shot buyer", "zero-shot buyer + seller", "sft", "kto"]
+    for name, row in done["methods"].items():
+        assert 0.0 <= row["metrics"]["pairwise_accuracy"] <= 1.0, name
+    assert done["methods"]["kto"]["loss"] == "kto" and done["merged_from"] == ["rec.json"]
+    assert done["methods"]["random"]["seeds"] == 20
+    assert (tmp_path / "work" / "report" / "report.md").is_file()
+    per_query = [json.loads(line) for line in first.with_name("rec_per_query.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in per_query} == set(done["methods"])
+
+
+def test_rec_from_scores_refuses_other_dev_slices(homedepot_dir, tmp_path):
+    rec = load_benchmark_script("rec_selfalign")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path, dev in ((a, 3), (b, 2)):
+        path.write_text(json.dumps({"data": {"dev": f"dev[:{dev}]"}, "settings": {"dev_queries": dev}, "methods": {}}))
+        path.with_name(f"{path.stem}_scores.json").write_text("{}")
+    with pytest.raises(SystemExit, match="cannot merge"):
+        rec.main(["--data", str(homedepot_dir), "--from-scores", "--out", str(a), "--merge", str(b)])
+    with pytest.raises(SystemExit, match="needs"):
+        rec.main(["--data", str(homedepot_dir), "--from-scores", "--out", str(tmp_path / "missing.json")])
