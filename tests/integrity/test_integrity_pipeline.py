@@ -113,3 +113,14 @@ def test_run_experiment_writes_results_and_report(tiny_model_dir, tmp_path, shar
     assert load_feedback(tmp_path / "out" / "dpo" / "align" / "pairs.jsonl")
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| kt-ipa-aa |" in report and (tmp_path / "out" / "hs_by_epoch.png").is_file()
+
+
+def test_run_experiment_refuses_a_folder_with_a_run_before_sampling(tiny_model_dir, tmp_path, monkeypatch):
+    import ptalign.integrity.pipeline as pipeline
+
+    (tmp_path / "out" / "kt-ipa" / "align").mkdir(parents=True)
+    monkeypatch.setattr(pipeline, "sample_feedback", lambda *a, **k: pytest.fail("sampled before checking the folder"))
+    cfg = build_integrity_config({"model": str(tiny_model_dir), "methods": ["none", "kt-ipa"]}, TINY)
+    with pytest.raises(FileExistsError, match=r"kt-ipa already holds a run of kt-ipa"):
+        run_experiment(cfg, tmp_path / "out")
+    assert not (tmp_path / "out" / "config.yaml").exists()

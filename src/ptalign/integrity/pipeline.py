@@ -140,6 +140,9 @@ def run_experiment(cfg: IntegrityConfig, out: Path, console: Console | None = No
 
     console = console or Console(stderr=True)
     out = Path(out)
+    for method in cfg.methods:  # fail now, not after the feedback has been sampled
+        if (out / method).is_dir() and any((out / method).iterdir()):
+            raise FileExistsError(f"{out / method} already holds a run of {method}; choose another output folder or remove it")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     judge = JUDGES.get(cfg.eval.judge)()

@@ -42,6 +42,7 @@ def plot_hs_by_epoch(results: dict, path: Path) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return None
     attacks = sorted({k[len("after_"):] for r in results["methods"].values() for k in r if k.startswith("after_")})
@@ -55,6 +56,7 @@ def plot_hs_by_epoch(results: dict, path: Path) -> Path | None:
                 xs = sorted(epochs, key=int)
                 ax.plot([int(x) for x in xs], [epochs[x] for x in xs], marker="o", label=method)
         ax.set(title=f"attack: {kind}", xlabel="attack epoch", ylabel="harmful score (%)", ylim=(-2, 102))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()

@@ -217,17 +217,9 @@ class Buyer:
             out[i].append(u)
         return out
 
-    @torch.no_grad()
     def utilities_per_pair(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None = None) -> list[float]:
         """The same utilities, each candidate's full prompt run from scratch (batched, right-padded)."""
-        descriptions = descriptions or [None] * len(products)
-        prompts = [sum(split_prompt(self.tokenizer, query, p, d), []) for p, d in zip(products, descriptions)]
-        decoder, out = self._base().get_decoder(), []
-        for start in range(0, len(prompts), self.batch_size):
-            ids, mask, last = _right_pad(prompts[start : start + self.batch_size], self.tokenizer.pad_token_id, self.device)
-            hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            out += self._log_odds(hidden[torch.arange(len(ids)), last]).tolist()
-        return out
+        return self.utilities_per_pair_many([(query, products, descriptions)])[0]
 
 
 def _cache_kwarg(decoder) -> str:
