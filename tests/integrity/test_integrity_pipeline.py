@@ -124,3 +124,20 @@ def test_run_experiment_refuses_a_folder_with_a_run_before_sampling(tiny_model_d
     with pytest.raises(FileExistsError, match=r"kt-ipa already holds a run of kt-ipa"):
         run_experiment(cfg, tmp_path / "out")
     assert not (tmp_path / "out" / "config.yaml").exists()
+
+
+def test_integrity_run_cli_prints_the_whole_table_to_stdout(tiny_model_dir, tmp_path, shared_data, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ptalign.cli import app
+
+    monkeypatch.setenv("PTALIGN_SHARED_DATA", str(shared_data))
+    config = tmp_path / "integrity.yaml"
+    config.write_text(f"model: {tiny_model_dir}\nmethods: [none]\nattacks: [mixed]\n")
+    args = ["integrity", "run", str(config), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), *TINY]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if line.startswith("| method"))
+    assert header.endswith("| utility logp |")  # one line, not wrapped at the console width
+    assert any(line.startswith("| none | ") for line in result.stdout.splitlines())
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["complete"] is True

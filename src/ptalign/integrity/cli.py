@@ -103,7 +103,7 @@ def run(
     def go(console):
         cfg = load_integrity_config(config, list(overrides or []))
         results = run_experiment(cfg, out, console, cache_dir and str(cache_dir))
-        console.print(markdown_table(results), markup=False)
+        print(markdown_table(results))  # the result table goes to stdout, unwrapped
         console.print(f"[green]report:[/] {out / 'report.md'}")
 
     _run(go)
