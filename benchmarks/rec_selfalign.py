@@ -14,6 +14,8 @@ Methods, all in the same harness (scores -> ptalign.rec.metrics.evaluate):
 * prospect-noseller: the prospect-theoretic objective without the seller (ablation: seller step)
 * selfalign-kto: seller + buyer, KTO objective (ablation: the prospect-theoretic value function)
 * selfalign: seller + buyer, prospect objective (alpha = beta = 0.88, lambda = 2.25)
+* prospect-ref, selfalign-ref, reference-kto: the buyer's utilities judged against each query's
+  reference point (listwise.py), without / with the seller, and with KTO's value function
 
 Speed: candidates/s of shared-prefix scoring against per-pair scoring of the full prompts (the
 same batches, and one pair at a time) on the first ``--speed-queries`` dev queries, with the
@@ -120,6 +122,8 @@ def main(argv=None) -> int:
                         help="add the baselines and every metric, report and table to a --defer-metrics result")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="with --from-scores: more --defer-metrics results (other methods, same dev set) to add")
+    parser.add_argument("--zero-shot-seller", action=argparse.BooleanOptionalAction, default=True,
+                        help="the zero-shot buyer + seller row (its descriptions of every dev candidate are the slowest part on a CPU)")
     parser.add_argument("--methods", nargs="*", default=TRAINED, help=f"trained methods, in order ({', '.join(TRAINED)})")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "rec_selfalign")
@@ -166,8 +170,9 @@ def main(argv=None) -> int:
         add_baselines(dev, record, result)
 
     record("zero-shot buyer", *evaluate_model(args.model, False, dev, args)[:1])
-    zs_scores, zs_extra = evaluate_model(args.model, True, dev, args)
-    record("zero-shot buyer + seller", zs_scores, **zs_extra)
+    if args.zero_shot_seller:
+        zs_scores, zs_extra = evaluate_model(args.model, True, dev, args)
+        record("zero-shot buyer + seller", zs_scores, **zs_extra)
 
     for name in args.methods:
         t0 = time.perf_counter()

@@ -32,3 +32,18 @@ def tiny_roles(tiny_model_dir):
 
     model, tokenizer = load_model(str(tiny_model_dir))
     return model.eval(), tokenizer
+
+
+def fake_generate(model, tokenizer, prompts, **kwargs):
+    """The random tiny model greedily writes only whitespace: stand in a seller that writes text."""
+    out = []
+    for messages in prompts:
+        query, product = (line.split(": ", 1)[1] for line in messages[1]["content"].splitlines()[:2])
+        match = any(word in product.lower() for word in query.split())
+        out.append("  It is what you searched for.\n" if match else "Not what you need.")
+    return out
+
+
+@pytest.fixture
+def seller_writes_text(monkeypatch):
+    monkeypatch.setattr("ptalign.models.generate", fake_generate)

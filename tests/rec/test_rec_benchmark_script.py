@@ -31,7 +31,8 @@ def test_rec_deferred_scores_are_finished_with_baselines_and_merged(homedepot_di
               "--speed-queries", "0", "--description-tokens", "4", "--defer-metrics", "--work", str(tmp_path / "work")]
     first, second = tmp_path / "a" / "rec.json", tmp_path / "b" / "rec.json"
     assert rec.main(common + ["--methods", "sft", "--out", str(first)]) == 0
-    assert rec.main(common + ["--methods", "kto", "--out", str(second)]) == 0
+    assert rec.main(common + ["--methods", "kto", "prospect-ref", "--no-zero-shot-seller", "--out", str(second)]) == 0
+    assert set(json.loads(second.with_name("rec_scores.json").read_text())) == {"zero-shot buyer", "kto", "prospect-ref"}
     deferred = json.loads(first.read_text())
     assert "metrics" not in deferred["methods"]["sft"]  # deferred: scores only
     scores = json.loads(first.with_name("rec_scores.json").read_text())
@@ -41,10 +42,12 @@ def test_rec_deferred_scores_are_finished_with_baselines_and_merged(homedepot_di
     assert rec.main(["--data", str(homedepot_dir), "--from-scores", "--out", str(first), "--merge", str(second),
                      "--work", str(tmp_path / "work")]) == 0
     done = json.loads(first.read_text())
-    assert list(done["methods"]) == ["random", "bm25", "minilm", "zero-shot buyer", "zero-shot buyer + seller", "sft", "kto"]
+    assert list(done["methods"]) == ["random", "bm25", "minilm", "zero-shot buyer", "zero-shot buyer + seller", "sft", "kto",
+                                    "prospect-ref"]
     for name, row in done["methods"].items():
         assert 0.0 <= row["metrics"]["pairwise_accuracy"] <= 1.0, name
     assert done["methods"]["kto"]["loss"] == "kto" and done["merged_from"] == ["rec.json"]
+    assert done["methods"]["prospect-ref"]["loss"] == "prospect"
     assert done["methods"]["random"]["seeds"] == 20
     assert (tmp_path / "work" / "report" / "report.md").is_file()
     per_query = [json.loads(line) for line in first.with_name("rec_per_query.jsonl").read_text().splitlines()]

@@ -59,7 +59,9 @@ def test_feedback_per_method(relevance_file, tmp_path):
 
 
 def test_unknown_method_lists_the_known_ones(relevance_file):
-    with pytest.raises(UnknownNameError, match="known: dpo, kto, prospect-noseller, selfalign, selfalign-kto, sft"):
+    with pytest.raises(UnknownNameError, match="known: dpo, kto, prospect-noseller, prospect-ref, reference-kto, selfalign, selfalign-kto, selfalign-ref, sft"):
         RecTrainArgs(train_data=str(relevance_file), method="selfalgn")
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         RecTrainArgs(train_data=str(relevance_file), rounds=0)
+    with pytest.raises(ValueError, match="queries_per_step must be >= 1"):
+        RecTrainArgs(train_data=str(relevance_file), queries_per_step=0)

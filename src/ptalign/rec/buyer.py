@@ -180,6 +180,15 @@ class Buyer:
         return out
 
     def _score_group(self, group: list[list[tuple[list[int], list[int]]]]) -> list[list[float]]:
+        flat = iter(self.group_log_odds(group).tolist())
+        return [[next(flat) for _ in split] for split in group]
+
+    def group_log_odds(self, group: list[list[tuple[list[int], list[int]]]]) -> torch.Tensor:
+        """Utilities ``[N]`` of a group of queries' candidates, given as (prefix ids, suffix ids)
+        per candidate (:func:`split_prompt`), in order; each query's prefix runs once.
+
+        Differentiable (no ``no_grad`` here): training uses it to get utilities with gradients.
+        """
         from transformers import DynamicCache
 
         decoder, device, pad = self._base().get_decoder(), self.device, self.tokenizer.pad_token_id
@@ -198,8 +207,7 @@ class Buyer:
         positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)
         hidden = decoder(input_ids=ids, attention_mask=torch.cat([prefix_mask[rows], mask], dim=1), position_ids=positions,
                          use_cache=True, **{cache_arg: cache}).last_hidden_state
-        flat = iter(self._log_odds(hidden[torch.arange(len(ids)), last]).tolist())
-        return [[next(flat) for _ in split] for split in group]
+        return self._log_odds(hidden[torch.arange(len(ids)), last])
 
     @torch.no_grad()
     def utilities_per_pair_many(self, requests) -> list[list[float]]:

@@ -34,14 +34,16 @@ def _loss_params(items: list[str]) -> dict:
 def train(
     data: Path = typer.Option(..., "--data", help="Training relevance JSONL, e.g. ../shared/data/rec/homedepot/train.jsonl."),
     output_dir: Path = typer.Option(Path("runs/rec"), "--output-dir", "-o", help="Run folder (round-N/ and summary.json)."),
-    method: str = typer.Option("selfalign", help="selfalign (prospect, seller+buyer), selfalign-kto, prospect-noseller, kto, sft, dpo."),
+    method: str = typer.Option("selfalign", help="selfalign (prospect, seller+buyer), selfalign-kto, prospect-noseller, kto, sft, dpo; "
+                                "selfalign-ref, prospect-ref, reference-kto (buyer judged against each query's reference point)."),
     model: str = typer.Option("embedded", help="Starting model: embedded, a local folder or a hub id."),
     rounds: int = typer.Option(1, help="Self-alignment rounds."),
     train_queries: int = typer.Option(64, help="Use the first N training queries (0: all)."),
     description_tokens: int = typer.Option(40, help="Length cap of the seller's descriptions, in tokens."),
-    learning_rate: float = typer.Option(2e-4, help="LoRA learning rate."),
+    learning_rate: Optional[float] = typer.Option(None, help="LoRA learning rate (default 2e-4; 1e-3 for the *-ref methods' buyer)."),
     epochs: int = typer.Option(1, help="Passes over each round's feedback."),
     batch_size: int = typer.Option(8, help="Training batch size."),
+    queries_per_step: int = typer.Option(4, help="*-ref methods: queries (with all their candidates) per buyer training step."),
     loss_param: Optional[list[str]] = typer.Option(None, "--loss-param", help="Loss hyper-parameter override, e.g. --loss-param loss_aversion=3."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="ptalign cache (models, reference log-probs, descriptions)."),
 ) -> None:
@@ -56,7 +58,7 @@ def train(
         args = RecTrainArgs(train_data=str(data), output_dir=str(output_dir), method=method, model=model, rounds=rounds,
                             train_queries=train_queries or None, description_tokens=description_tokens,
                             loss_params=_loss_params(loss_param or []), learning_rate=learning_rate, epochs=epochs,
-                            batch_size=batch_size, cache_dir=str(cache_dir) if cache_dir else None)
+                            batch_size=batch_size, queries_per_step=queries_per_step, cache_dir=str(cache_dir) if cache_dir else None)
         out = self_align(args, console)
     except USER_ERRORS as err:
         _fail(err)

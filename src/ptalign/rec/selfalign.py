@@ -18,7 +18,11 @@ A round (:func:`run_round`) goes top to bottom:
 
 Methods (:data:`METHODS`) differ in the loss, whether the seller takes part, and how the buyer's
 feedback is built: ``decisions`` (the on-policy decisions above), ``labels`` (the right answer as
-the completion: SFT) or ``pairs`` (right answer chosen over wrong answer: DPO).
+the completion: SFT), ``pairs`` (right answer chosen over wrong answer: DPO) or ``reference``
+(the utilities of all of a query's candidates judged together against the query's reference
+point, listwise.py). With ``reference`` feedback the round's update has two stages: the seller's
+descriptions (when the seller takes part) are trained as above, then the buyer, on the merged
+seller model, with :func:`ptalign.rec.listwise.train_buyer_against_reference`.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class RecMethod:
     seller: bool
     """Whether the buyer reads seller descriptions (and the seller is trained)."""
     feedback: str
-    """How buyer feedback is built: decisions, labels or pairs."""
+    """How buyer feedback is built: decisions, labels, pairs or reference."""
     loss_params: dict = field(default_factory=dict)
     """Defaults for the loss (the recipe's loss_params override them)."""
 
@@ -60,6 +64,11 @@ METHODS.register("prospect-noseller")(RecMethod("prospect", seller=False, feedba
 METHODS.register("kto")(RecMethod("kto", seller=False, feedback="decisions"))
 METHODS.register("sft")(RecMethod("sft", seller=False, feedback="labels"))
 METHODS.register("dpo")(RecMethod("dpo", seller=False, feedback="pairs"))
+REFERENCE_PARAMS = {**KT_PARAMS, "beta": 1.0}
+"""The buyer's utilities are log-odds of order 1, not sums of log-ratios: beta 1, not 0.1."""
+METHODS.register("selfalign-ref")(RecMethod("prospect", seller=True, feedback="reference", loss_params=REFERENCE_PARAMS))
+METHODS.register("prospect-ref")(RecMethod("prospect", seller=False, feedback="reference", loss_params=REFERENCE_PARAMS))
+METHODS.register("reference-kto")(RecMethod("prospect", seller=False, feedback="reference", loss_params={"beta": 1.0}))
 
 
 @dataclass
@@ -71,7 +80,8 @@ class RecTrainArgs:
     output_dir: str = "runs/rec"
     """Rounds go to round-N/ (feedback.jsonl, judgements.jsonl, run/, model/); summary.json names the final model."""
     method: str = "selfalign"
-    """A registered method: selfalign, selfalign-kto, prospect-noseller, kto, sft, dpo."""
+    """A registered method: selfalign, selfalign-kto, prospect-noseller, kto, sft, dpo, selfalign-ref,
+    prospect-ref, reference-kto (the prospect loss with alpha = lambda = 1: KTO against the query's reference point)."""
     model: str = "embedded"
     """Starting model spec (embedded, a folder, a hub id)."""
     rounds: int = 1
@@ -82,9 +92,12 @@ class RecTrainArgs:
     """Length cap of a seller description in tokens."""
     loss_params: dict[str, Any] = field(default_factory=dict)
     """Overrides of the method's loss hyper-parameters (for example beta, loss_aversion)."""
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None
+    """None: 2e-4 for the trainer's feedback, 1e-3 for the buyer trained against the reference point."""
     epochs: int = 1
     batch_size: int = 8
+    queries_per_step: int = 4
+    """Queries (all their candidates) per optimizer step of the ``reference`` buyer training."""
     lora_r: int = 16
     max_length: int = 384
     seed: int = 0
@@ -99,6 +112,8 @@ class RecTrainArgs:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.train_queries is not None and self.train_queries < 1:
             raise ValueError(f"train_queries must be a positive integer or None, got {self.train_queries}")
+        if self.queries_per_step < 1:
+            raise ValueError(f"queries_per_step must be >= 1, got {self.queries_per_step}")
         if self.description_tokens < 1:
             raise ValueError(f"description_tokens must be >= 1, got {self.description_tokens}")
 
@@ -152,7 +167,8 @@ def _answer(yes: bool) -> list[dict]:
 
 
 def build_feedback(queries: Sequence[RankingQuery], judgements: Sequence[Judgement], method: RecMethod) -> list[dict]:
-    """Feedback JSONL records for the trainer (unpaired, or paired for ``feedback="pairs"``)."""
+    """Feedback JSONL records for the trainer (unpaired, or paired for ``feedback="pairs"``); with
+    ``feedback="reference"`` only the seller's."""
     products = {(q.query_id, c.product.product_id): c.product for q in queries for c in q.candidates}
     records = []
     for j in judgements:
@@ -163,9 +179,10 @@ def build_feedback(queries: Sequence[RankingQuery], judgements: Sequence[Judgeme
             records.append({"prompt": prompt, "chosen": _answer(j.target), "rejected": _answer(not j.target), "weight": weight})
         elif method.feedback == "labels":
             records.append({"prompt": prompt, "completion": _answer(j.target), "label": True, "weight": weight})
-        else:
+        elif method.feedback == "decisions":
             records.append({"prompt": prompt, "completion": _answer(j.decision), "label": j.decision == j.target,
                             "weight": weight})
+        # "reference": the buyer trains on its utilities (listwise.py), not on records
         if method.seller and j.description:
             records.append({"prompt": seller_messages(j.query, product),
                             "completion": [{"role": "assistant", "content": j.description}],
@@ -220,9 +237,8 @@ def ranking_values(utilities: dict[str, list[float]]) -> dict[str, list[float]]:
 
 def run_round(args: RecTrainArgs, spec: str, queries: Sequence[RankingQuery], round_dir: Path, console) -> str:
     """One round; returns the spec (folder) of the updated, merged model."""
-    from ptalign.config import atomic_write_text, build_config
+    from ptalign.config import atomic_write_text
     from ptalign.models import export_model
-    from ptalign.trainer import train
 
     method = METHODS.get(args.method)
     t0 = time.perf_counter()
@@ -237,22 +253,47 @@ def run_round(args: RecTrainArgs, spec: str, queries: Sequence[RankingQuery], ro
     atomic_write_text(round_dir / "judgements.jsonl", "".join(json.dumps(asdict(j)) + "\n" for j in judgements))
     feedback = build_feedback(queries, judgements, method)
     atomic_write_text(round_dir / "feedback.jsonl", "".join(json.dumps(r) + "\n" for r in feedback))
+    if method.feedback != "reference":
+        merged = _train_and_merge(args, spec, round_dir, method.loss, {**method.loss_params, **args.loss_params}, console)
+    else:
+        from ptalign.losses import build_loss
+        from ptalign.rec.listwise import ReferenceTrainSettings, referenced_queries, train_buyer_against_reference
 
-    cfg = build_config({
-        "model": {"name": spec, "cache_dir": args.cache_dir, "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r},
-        "data": {"train": str(round_dir / "feedback.jsonl"), "max_length": args.max_length, "truncation": "keep_end"},
-        "loss": {"name": method.loss, **method.loss_params, **args.loss_params},
-        "train": {"output_dir": str(round_dir / "run"), "epochs": args.epochs, "batch_size": args.batch_size,
-                  "learning_rate": args.learning_rate, "seed": args.seed},
-    })  # fmt: skip
-    if not (round_dir / "run" / "final").is_dir():  # trained before an interruption: keep it
-        train(cfg, resume=True, console=console)
-    merged = export_model(spec, round_dir / "model", adapter_dir=round_dir / "run" / "final" / "adapter",
-                          cache_dir=args.cache_dir, overwrite=True)
+        buyer_spec = spec
+        if feedback:  # the seller's descriptions first (prospect, KTO's beta), then the buyer on that model
+            buyer_spec = str(_train_and_merge(args, spec, round_dir, "prospect", KT_PARAMS, console, stage="seller-"))
+        loss_fn = build_loss(method.loss, **{**method.loss_params, **args.loss_params, "reference_point": "fixed"})
+        settings = ReferenceTrainSettings(learning_rate=args.learning_rate or 1e-3, epochs=args.epochs,
+                                          queries_per_step=args.queries_per_step, lora_r=args.lora_r, seed=args.seed)
+        adapter = train_buyer_against_reference(buyer_spec, referenced_queries(queries, descriptions), loss_fn,
+                                                round_dir / "buyer-run", settings, args.cache_dir, console)
+        merged = export_model(buyer_spec, round_dir / "model", adapter_dir=adapter, cache_dir=args.cache_dir, overwrite=True)
     atomic_write_text(round_dir / "round.json", json.dumps(
         {"model_in": spec, "model_out": str(merged), "decision_accuracy": right, "n_judged": len(judgements),
          "n_feedback": len(feedback), "seconds": time.perf_counter() - t0}, indent=1))
     return str(merged)
+
+
+def _train_and_merge(args: RecTrainArgs, spec: str, round_dir: Path, loss: str, loss_params: dict, console,
+                     stage: str = "") -> Path:
+    """LoRA-train ``spec`` on ``round_dir/feedback.jsonl`` (run in ``{stage}run/``) and merge the
+    adapter into ``{stage}model/``; a run that finished before an interruption is kept."""
+    from ptalign.config import build_config
+    from ptalign.models import export_model
+    from ptalign.trainer import train
+
+    run_dir = round_dir / f"{stage}run"
+    cfg = build_config({
+        "model": {"name": spec, "cache_dir": args.cache_dir, "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r},
+        "data": {"train": str(round_dir / "feedback.jsonl"), "max_length": args.max_length, "truncation": "keep_end"},
+        "loss": {"name": loss, **loss_params},
+        "train": {"output_dir": str(run_dir), "epochs": args.epochs, "batch_size": args.batch_size,
+                  "learning_rate": args.learning_rate or 2e-4, "seed": args.seed},
+    })  # fmt: skip
+    if not (run_dir / "final").is_dir():
+        train(cfg, resume=True, console=console)
+    return export_model(spec, round_dir / f"{stage}model", adapter_dir=run_dir / "final" / "adapter",
+                        cache_dir=args.cache_dir, overwrite=True)
 
 
 def self_align(args: RecTrainArgs, console=None) -> Path:
