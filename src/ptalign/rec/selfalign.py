@@ -238,10 +238,15 @@ def ranking_values(utilities: dict[str, list[float]]) -> dict[str, list[float]]:
 def run_round(args: RecTrainArgs, spec: str, queries: Sequence[RankingQuery], round_dir: Path, console) -> str:
     """One round; returns the spec (folder) of the updated, merged model."""
     from ptalign.config import atomic_write_text
-    from ptalign.models import export_model
 
     method = METHODS.get(args.method)
     t0 = time.perf_counter()
+    if method.feedback == "reference" and not method.seller:  # nothing to judge: straight to the buyer's update
+        merged = _train_buyer_against_reference(args, method, spec, queries, None, round_dir, console)
+        atomic_write_text(round_dir / "round.json", json.dumps(
+            {"model_in": spec, "model_out": str(merged), "decision_accuracy": None, "n_judged": 0, "n_feedback": 0,
+             "seconds": time.perf_counter() - t0}, indent=1))
+        return str(merged)
     buyer, seller = load_roles(spec, method.seller, args.description_tokens, args.score_batch_size, args.cache_dir,
                                progress=console.is_terminal)
     utilities, descriptions = score_queries(buyer, seller, queries)
@@ -255,23 +260,28 @@ def run_round(args: RecTrainArgs, spec: str, queries: Sequence[RankingQuery], ro
     atomic_write_text(round_dir / "feedback.jsonl", "".join(json.dumps(r) + "\n" for r in feedback))
     if method.feedback != "reference":
         merged = _train_and_merge(args, spec, round_dir, method.loss, {**method.loss_params, **args.loss_params}, console)
-    else:
-        from ptalign.losses import build_loss
-        from ptalign.rec.listwise import ReferenceTrainSettings, referenced_queries, train_buyer_against_reference
-
-        buyer_spec = spec
-        if feedback:  # the seller's descriptions first (prospect, KTO's beta), then the buyer on that model
-            buyer_spec = str(_train_and_merge(args, spec, round_dir, "prospect", KT_PARAMS, console, stage="seller-"))
-        loss_fn = build_loss(method.loss, **{**method.loss_params, **args.loss_params, "reference_point": "fixed"})
-        settings = ReferenceTrainSettings(learning_rate=args.learning_rate or 1e-3, epochs=args.epochs,
-                                          queries_per_step=args.queries_per_step, lora_r=args.lora_r, seed=args.seed)
-        adapter = train_buyer_against_reference(buyer_spec, referenced_queries(queries, descriptions), loss_fn,
-                                                round_dir / "buyer-run", settings, args.cache_dir, console)
-        merged = export_model(buyer_spec, round_dir / "model", adapter_dir=adapter, cache_dir=args.cache_dir, overwrite=True)
+    else:  # the seller's descriptions first (prospect, KTO's beta), then the buyer on that model
+        seller_spec = str(_train_and_merge(args, spec, round_dir, "prospect", KT_PARAMS, console, stage="seller-")) if feedback else spec
+        merged = _train_buyer_against_reference(args, method, seller_spec, queries, descriptions, round_dir, console)
     atomic_write_text(round_dir / "round.json", json.dumps(
         {"model_in": spec, "model_out": str(merged), "decision_accuracy": right, "n_judged": len(judgements),
          "n_feedback": len(feedback), "seconds": time.perf_counter() - t0}, indent=1))
     return str(merged)
+
+
+def _train_buyer_against_reference(args: RecTrainArgs, method: RecMethod, spec: str, queries: Sequence[RankingQuery],
+                                   descriptions: dict[str, list[str | None]] | None, round_dir: Path, console) -> Path:
+    """The buyer of ``spec`` trained against each query's reference point (``buyer-run/``), merged into ``model/``."""
+    from ptalign.losses import build_loss
+    from ptalign.models import export_model
+    from ptalign.rec.listwise import ReferenceTrainSettings, referenced_queries, train_buyer_against_reference
+
+    loss_fn = build_loss(method.loss, **{**method.loss_params, **args.loss_params, "reference_point": "fixed"})
+    settings = ReferenceTrainSettings(learning_rate=args.learning_rate or 1e-3, epochs=args.epochs,
+                                      queries_per_step=args.queries_per_step, lora_r=args.lora_r, seed=args.seed)
+    adapter = train_buyer_against_reference(spec, referenced_queries(queries, descriptions), loss_fn,
+                                            round_dir / "buyer-run", settings, args.cache_dir, console)
+    return export_model(spec, round_dir / "model", adapter_dir=adapter, cache_dir=args.cache_dir, overwrite=True)
 
 
 def _train_and_merge(args: RecTrainArgs, spec: str, round_dir: Path, loss: str, loss_params: dict, console,
