@@ -64,3 +64,17 @@ def test_rec_from_scores_refuses_other_dev_slices(homedepot_dir, tmp_path):
         rec.main(["--data", str(homedepot_dir), "--from-scores", "--out", str(a), "--merge", str(b)])
     with pytest.raises(SystemExit, match="needs"):
         rec.main(["--data", str(homedepot_dir), "--from-scores", "--out", str(tmp_path / "missing.json")])
+
+
+def test_paired_differences_by_hand(tmp_path):
+    rec_paired = load_benchmark_script("rec_paired")
+    rows = [("a", "q1", 0.5), ("a", "q2", 1.0), ("a", "q3", None), ("b", "q1", 0.25), ("b", "q2", 0.5), ("b", "q3", 0.5)]
+    path = tmp_path / "x_per_query.jsonl"
+    path.write_text("".join(json.dumps({"method": m, "query_id": q, "pairwise_accuracy": v}) + "\n" for m, q, v in rows))
+    assert rec_paired.main([str(path), "--base", "b", "--pair", "b:a"]) == 0
+    out = json.loads((tmp_path / "x_paired.json").read_text())["comparisons"]
+    assert out[0]["mean_difference"] == pytest.approx(0.375) and out[0]["n_queries"] == 2  # q3 undefined for a
+    assert out[0]["stderr"] == pytest.approx(0.125)  # diffs .25, .5: sd .1768 / sqrt 2
+    assert out[1]["mean_difference"] == pytest.approx(-0.375)
+    with pytest.raises(SystemExit, match="unknown method"):
+        rec_paired.main([str(path), "--pair", "a:c"])

@@ -115,3 +115,15 @@ def test_selfalign_ref_round_trains_the_seller_then_the_buyer(tiny_model_dir, re
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == str(round_dir / "model") and summary["seller"] is True
     assert json.loads((round_dir / "round.json").read_text())["model_in"] == str(tiny_model_dir)
+
+
+def test_prospect_ref_round_goes_straight_to_the_buyer(tiny_model_dir, relevance_file, tmp_path):
+    args = RecTrainArgs(train_data=str(relevance_file), output_dir=str(tmp_path / "run"), method="prospect-ref",
+                        model=str(tiny_model_dir), queries_per_step=3, epochs=2, cache_dir=str(tmp_path / "cache"))
+    round_dir = self_align(args) / "round-1"
+    assert not (round_dir / "judgements.jsonl").exists() and not (round_dir / "run").exists()
+    assert len((round_dir / "buyer-run" / "metrics.jsonl").read_text().splitlines()) == 2  # 3 queries x 2 epochs / 3
+    done = json.loads((round_dir / "round.json").read_text())
+    assert done["decision_accuracy"] is None and (round_dir / "model" / "model.safetensors").is_file()
+    again = self_align(args)  # a finished round is not redone
+    assert json.loads((again / "round-1" / "round.json").read_text()) == done

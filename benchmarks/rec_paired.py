@@ -1,0 +1,63 @@
+"""Paired differences of a per-query rec result: method minus base, query by query, with the
+standard error of the mean difference (the methods saw the same queries, so this is far tighter
+than comparing two means with their own errors).
+
+    python benchmarks/rec_paired.py benchmarks/results/rec_reference_per_query.jsonl \\
+        --base "zero-shot buyer" --pair prospect-ref:reference-kto
+
+Writes ``<per-query stem>_paired.json`` beside the input and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def paired(per_query: dict[str, dict[str, float | None]], method: str, base: str) -> dict:
+    """Mean of ``method - base`` over the queries where both are defined, its standard error and n."""
+    diffs = [per_query[method][q] - v for q, v in per_query[base].items()
+             if v is not None and per_query[method].get(q) is not None]  # fmt: skip
+    if len(diffs) < 2:
+        raise ValueError(f"{method} and {base} share fewer than 2 queries with the metric defined")
+    return {"method": method, "base": base, "mean_difference": statistics.fmean(diffs),
+            "stderr": statistics.stdev(diffs) / len(diffs) ** 0.5, "n_queries": len(diffs)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("per_query", type=Path, help="a *_per_query.jsonl written by rec_selfalign.py")
+    parser.add_argument("--metric", default="pairwise_accuracy")
+    parser.add_argument("--base", default="zero-shot buyer", help="every other method is compared with this one")
+    parser.add_argument("--pair", action="append", default=[], help="METHOD:BASE, an extra comparison (repeatable)")
+    args = parser.parse_args(argv)
+    per_query: dict[str, dict[str, float | None]] = {}
+    for n, line in enumerate(args.per_query.read_text().splitlines(), 1):
+        row = json.loads(line)
+        if args.metric not in row:
+            sys.exit(f"{args.per_query}:{n}: no {args.metric!r} in this row")
+        per_query.setdefault(row["method"], {})[row["query_id"]] = row[args.metric]
+    comparisons = [(m, args.base) for m in per_query if m != args.base] + [tuple(p.split(":", 1)) for p in args.pair]
+    for method, base in comparisons:
+        if method not in per_query or base not in per_query:
+            sys.exit(f"unknown method in {method}:{base}; the file has {', '.join(per_query)}")
+    rows = [paired(per_query, m, b) for m, b in comparisons]
+    out = args.per_query.with_name(args.per_query.stem.removesuffix("_per_query") + "_paired.json")
+    out.write_text(json.dumps({"source": args.per_query.name, "metric": args.metric, "comparisons": rows}, indent=1) + "\n")
+    table = Table(title=f"{args.metric}: paired differences over queries ({args.per_query.name})")
+    for column in ("method", "minus", "mean difference", "s.e.", "queries"):
+        table.add_column(column, justify="left" if column in ("method", "minus") else "right")
+    for r in rows:
+        table.add_row(r["method"], r["base"], f"{r['mean_difference']:+.3f}", f"{r['stderr']:.3f}", str(r["n_queries"]))
+    Console(width=120).print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
