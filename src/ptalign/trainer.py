@@ -105,7 +105,7 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
     metrics = MetricsLog(run_dir / "metrics.jsonl", keep_until=start, enabled=main)
 
     scorer.train()
-    progress = _progress(console, main)
+    progress = training_progress(console, main)
     task = progress.add_task("train", total=total_steps, completed=start, stats="")
     with progress:
         for step in range(start, total_steps):
@@ -266,7 +266,8 @@ def _short(row: dict) -> str:
     return "  ".join(f"{short} {row[k]:.3g}" for k, short in keys if k in row)
 
 
-def _progress(console: Console, enabled: bool) -> Progress:
+def training_progress(console: Console, enabled: bool = True) -> Progress:
+    """The live training bar (description, bar, steps, times, a ``stats`` field); off outside a terminal."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console,
                     disable=not (enabled and console.is_terminal))

@@ -72,12 +72,13 @@ def referenced_inputs(utilities: torch.Tensor, batch: Sequence[ReferencedQuery])
     """The loss inputs of one batch: ``utilities`` holds every candidate of ``batch`` in order
     (with gradients); candidates on their reference point are dropped. ``reference`` is zero
     (the utility is the reward) and ``reference_point`` is each candidate's query mean utility."""
+    n_candidates = sum(len(item.targets) for item in batch)
+    if utilities.shape[0] != n_candidates:
+        raise ValueError(f"{utilities.shape[0]} utilities for a batch of {n_candidates} candidates")
     keep, labels, weights, points = [], [], [], []
     start = 0
     for item in batch:
         n = len(item.targets)
-        if utilities.shape[0] < start + n:
-            raise ValueError(f"{utilities.shape[0]} utilities for a batch of more candidates")
         z = utilities[start : start + n].detach().mean()
         for i, target in enumerate(item.targets):
             if target is not None:
@@ -86,8 +87,6 @@ def referenced_inputs(utilities: torch.Tensor, batch: Sequence[ReferencedQuery])
                 weights.append(target[1])
                 points.append(z)
         start += n
-    if start != utilities.shape[0]:
-        raise ValueError(f"{utilities.shape[0]} utilities for a batch of {start} candidates")
     policy = utilities[torch.tensor(keep, dtype=torch.long, device=utilities.device)]
     return UnpairedLogps(policy=policy, labels=torch.tensor(labels, device=policy.device),
                          weights=policy.new_tensor(weights), n_tokens=torch.ones_like(policy),
@@ -111,13 +110,13 @@ def train_buyer_against_reference(spec: str, items: Sequence[ReferencedQuery], l
     (``out_dir/final/adapter``, written atomically) and writes ``metrics.jsonl`` and
     ``summary.json`` beside it. A finished run (the adapter folder exists) is not redone."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from transformers import get_scheduler, set_seed
 
     from ptalign.checkpoint import atomic_dir
     from ptalign.config import atomic_write_text
     from ptalign.models import apply_lora, load_model
     from ptalign.rec.buyer import Buyer, split_prompt
+    from ptalign.trainer import training_progress
 
     console = console or Console(stderr=True)
     out_dir = Path(out_dir)
@@ -142,10 +141,9 @@ def train_buyer_against_reference(spec: str, items: Sequence[ReferencedQuery], l
     rng = random.Random(settings.seed)
     rows, t_start = [], time.perf_counter()
     model.train()
-    progress = Progress(TextColumn("buyer vs reference point"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[stats]}"), console=console, disable=not console.is_terminal)
+    progress = training_progress(console)
     with progress:
-        task = progress.add_task("train", total=total, stats="")
+        task = progress.add_task("buyer vs reference point", total=total, stats="")
         for epoch in range(settings.epochs):
             rng.shuffle(order)
             for start in range(0, len(order), settings.queries_per_step):
