@@ -206,8 +206,10 @@ def add_baselines(dev, record, result: dict) -> None:
     """random (metrics: the mean of 20 seeds; scores: seed 0), BM25 and the MiniLM bi-encoder."""
     random_runs = [RANKERS.get("random")(seed=s).score_many(dev) for s in range(20)]
     per_seed = [evaluate(dev, run, DEFAULT_METRICS)[0] for run in random_runs]
-    record("random", random_runs[0], seeds=20)
-    result["methods"]["random"]["metrics"] = {m: statistics.fmean(p[m] for p in per_seed) for m in DEFAULT_METRICS}
+    record("random", random_runs[0], seeds=20)  # prints seed 0's figures; the row keeps the mean
+    means = {m: statistics.fmean(p[m] for p in per_seed) for m in DEFAULT_METRICS}
+    result["methods"]["random"]["metrics"] = means
+    _print_metrics("random, mean of 20 seeds", means)
     for name in ("bm25", "minilm"):
         record(name, RANKERS.get(name)().score_many(dev))
 
@@ -215,6 +217,10 @@ def add_baselines(dev, record, result: dict) -> None:
 def _add_metrics(result: dict, name: str, dev, method_scores: dict) -> None:
     means, _ = evaluate(dev, method_scores, DEFAULT_METRICS)
     result["methods"][name]["metrics"] = means
+    _print_metrics(name, means)
+
+
+def _print_metrics(name: str, means: dict) -> None:
     console.print(f"[bold]{name}[/]: " + "  ".join(f"{m} {v:.3f}" for m, v in means.items()))
 
 
