@@ -112,6 +112,8 @@ def main(argv=None) -> int:
     parser.add_argument("--speed-queries", type=int, default=10, help="dev queries for the speed figure (0: skip it)")
     parser.add_argument("--description-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--full", action="store_true", help="full-parameter training instead of LoRA")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: the method's (rec train --help)")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs per round")
     parser.add_argument("--batch-size", type=int, default=16, help="candidates per buyer pass, descriptions per generation batch")
     parser.add_argument("--speed-only", action="store_true", help="only (re)measure the speed figure into the existing JSON")
@@ -179,6 +181,7 @@ def main(argv=None) -> int:
         run_dir = args.work / name
         train_args = RecTrainArgs(train_data=str(train_path), output_dir=str(run_dir), method=name, model=args.model,
                                   rounds=args.rounds, epochs=args.epochs, train_queries=args.train_queries,
+                                  lora=not args.full, learning_rate=args.learning_rate,
                                   description_tokens=args.description_tokens, score_batch_size=args.batch_size,
                                   cache_dir=args.cache_dir)
         self_align(train_args, console)

@@ -59,16 +59,18 @@ def test_ranking_by_value_keeps_the_utility_order(tiny_roles):
     assert not any(math.isnan(v) for v in values)
 
 
-def test_cross_query_packing_gives_the_same_scores(tiny_roles):
+@pytest.mark.parametrize("batch_size", [5, 2])  # one prefix group (4 x 5 candidates) or several (4 x 2)
+def test_cross_query_packing_gives_the_same_scores(tiny_roles, batch_size):
     model, tokenizer = tiny_roles
     requests = [("cordless drill", PRODUCTS[:3], DESCRIPTIONS[:3]),  # prefixes of different lengths
                 ("a much longer query about white interior paint", PRODUCTS[3:5], None),
                 ("bulb", [], None),
                 ("led bulb", PRODUCTS, DESCRIPTIONS)]  # more candidates than one batch holds
-    buyer = Buyer(model, tokenizer, batch_size=5)
+    buyer = Buyer(model, tokenizer, batch_size=batch_size)
     packed = buyer.utilities_many(requests)
     assert [len(u) for u in packed] == [3, 2, 0, 7]
     for (query, products, descriptions), scores in zip(requests, packed):
         assert scores == pytest.approx(buyer.utilities_per_pair(query, products, descriptions), abs=1e-4)
+        assert scores == pytest.approx(buyer.utilities(query, products, descriptions), abs=1e-4)  # unsorted, one query
     flat = [u for scores in buyer.utilities_per_pair_many(requests) for u in scores]
     assert flat == pytest.approx([u for scores in packed for u in scores], abs=1e-4)

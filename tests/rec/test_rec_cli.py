@@ -56,6 +56,22 @@ def test_train_eval_rank_end_to_end(tiny_model_dir, relevance_file, tmp_path, se
     assert "│ 1 " in result.output and "│ 2 " in result.output and "│ 3 " not in result.output  # top-k rows
 
 
+def test_train_full_parameter_exports_the_trained_model(tiny_model_dir, relevance_file, tmp_path):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "rec-full"
+    result = CliRunner().invoke(app, [
+        "rec", "train", "--data", str(relevance_file), "--output-dir", str(run), "--model", str(tiny_model_dir),
+        "--method", "kto", "--full", "--learning-rate", "1e-3", "--batch-size", "4", "--cache-dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    round_dir = run / "round-1"
+    assert (round_dir / "run" / "final" / "model" / "config.json").is_file() and not (round_dir / "run" / "final" / "adapter").exists()
+    assert "lora: false" in (round_dir / "run" / "config.yaml").read_text()
+    base, new = load_file(tiny_model_dir / "model.safetensors"), load_file(round_dir / "model" / "model.safetensors")
+    assert any(not (base[k] == new[k]).all() for k in base if "norm" in k)  # weights LoRA never touches moved
+
+
 def test_eval_without_anything_fails_clearly(relevance_file, tmp_path):
     result = CliRunner().invoke(app, ["rec", "eval", "--data", str(relevance_file), "--baselines", "", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "nothing to evaluate" in result.output

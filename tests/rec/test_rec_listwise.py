@@ -127,3 +127,29 @@ def test_prospect_ref_round_goes_straight_to_the_buyer(tiny_model_dir, relevance
     assert done["decision_accuracy"] is None and (round_dir / "model" / "model.safetensors").is_file()
     again = self_align(args)  # a finished round is not redone
     assert json.loads((again / "round-1" / "round.json").read_text()) == done
+
+
+def test_full_parameter_training_updates_every_weight_and_exports_the_model(tiny_model_dir, relevance_file, tmp_path):
+    from safetensors.torch import load_file
+
+    queries = load_relevance_jsonl(relevance_file)
+    before = _pairwise(tiny_model_dir, queries)
+    loss = build_loss("prospect", beta=1.0, reference_point="fixed", **KT)
+    settings = ReferenceTrainSettings(learning_rate=3e-3, epochs=30, queries_per_step=3, lora=False)
+    trained = train_buyer_against_reference(str(tiny_model_dir), referenced_queries(queries), loss, tmp_path / "run", settings)
+    assert trained == tmp_path / "run" / "final" / "model" and not (trained / "adapter_config.json").exists()
+    base, new = load_file(tiny_model_dir / "model.safetensors"), load_file(trained / "model.safetensors")
+    norms = [k for k in base if "norm" in k]  # LoRA never touches these; full training does
+    assert norms and any(not torch.equal(base[k], new[k]) for k in norms)
+    assert _pairwise(trained, queries) >= before + 0.2
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["lora"] is False
+    assert train_buyer_against_reference(str(tiny_model_dir), [], loss, tmp_path / "run", settings) == trained  # done
+
+
+def test_full_parameter_round_defaults_to_a_small_learning_rate(tiny_model_dir, relevance_file, tmp_path):
+    args = RecTrainArgs(train_data=str(relevance_file), output_dir=str(tmp_path / "run"), method="prospect-ref",
+                        model=str(tiny_model_dir), queries_per_step=3, lora=False, cache_dir=str(tmp_path / "cache"))
+    round_dir = self_align(args) / "round-1"
+    rows = [json.loads(line) for line in (round_dir / "buyer-run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["lr"] for r in rows) <= 5e-5 and (round_dir / "model" / "model.safetensors").is_file()
+    assert (round_dir / "buyer-run" / "final" / "model" / "config.json").is_file()

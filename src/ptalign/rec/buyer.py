@@ -50,6 +50,8 @@ NO_WORDS = ("No", "no")
 PRODUCT_MARKER = "Product: "
 MAX_PRODUCT_CHARS = 400
 MAX_DESCRIPTION_CHARS = 400
+PREFIX_GROUP = 4
+"""Shared-prefix scoring runs the prefixes of about this many batches' worth of candidates at once."""
 
 
 def buyer_messages(query: str, product: Product, description: str | None = None) -> list[dict]:
@@ -156,11 +158,12 @@ class Buyer:
     def utilities_many(self, requests: Sequence[tuple[str, Sequence[Product], Sequence[str | None] | None]]) -> list[list[float]]:
         """Utilities of several queries' candidates, ``requests = [(query, products, descriptions)]``.
 
-        Queries are packed into groups of about ``batch_size`` candidates. A group's prefixes run
-        as one left-padded batch; each prefix's cache rows are then selected once per candidate
-        (``batch_select_indices``) and all suffixes of the group run as one right-padded batch
-        (positions continue from each row's own prefix length). Fewer, larger passes than
-        :meth:`utilities` over one query at a time, with the same scores.
+        Queries are packed into groups of about ``PREFIX_GROUP * batch_size`` candidates. A group's
+        prefixes run once, as one left-padded batch; its suffixes are then sorted by length and run
+        in right-padded batches of ``batch_size``, each on the cache rows of its own prefix
+        (positions continue from each row's own prefix length). Sorting keeps the padding of a
+        suffix batch small: the suffixes are the only per-candidate work left. Fewer, larger
+        passes than :meth:`utilities` over one query at a time, with the same scores.
         """
         parts = []
         for query, products, descriptions in requests:
@@ -170,8 +173,9 @@ class Buyer:
             parts.append(split)
         out: list[list[float]] = [[] for _ in parts]
         group: list[int] = []
+        budget = PREFIX_GROUP * self.batch_size
         for i in range(len(parts) + 1):
-            if group and (i == len(parts) or sum(len(parts[j]) for j in group) + len(parts[i]) > self.batch_size):
+            if group and (i == len(parts) or sum(len(parts[j]) for j in group) + len(parts[i]) > budget):
                 for j, scores in zip(group, self._score_group([parts[j] for j in group])):
                     out[j] = scores
                 group = []
@@ -180,46 +184,69 @@ class Buyer:
         return out
 
     def _score_group(self, group: list[list[tuple[list[int], list[int]]]]) -> list[list[float]]:
-        flat = iter(self.group_log_odds(group).tolist())
-        return [[next(flat) for _ in split] for split in group]
+        cache, prefix_mask, lengths = self._prefix_pass([split[0][0] for split in group])
+        flat = [(q, suffix) for q, split in enumerate(group) for _, suffix in split]
+        order = sorted(range(len(flat)), key=lambda i: len(flat[i][1]))
+        scores = [0.0] * len(flat)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            rows = torch.tensor([flat[i][0] for i in chunk], device=self.device)
+            utilities = self._suffix_log_odds(_select_rows(cache, rows), prefix_mask[rows], lengths[rows], [flat[i][1] for i in chunk])
+            for i, u in zip(chunk, utilities.tolist()):
+                scores[i] = u
+        it = iter(scores)
+        return [[next(it) for _ in split] for split in group]
 
     def group_log_odds(self, group: list[list[tuple[list[int], list[int]]]]) -> torch.Tensor:
         """Utilities ``[N]`` of a group of queries' candidates, given as (prefix ids, suffix ids)
-        per candidate (:func:`split_prompt`), in order; each query's prefix runs once.
+        per candidate (:func:`split_prompt`), in order; each query's prefix runs once and all
+        suffixes run as one batch.
 
         Differentiable (no ``no_grad`` here): training uses it to get utilities with gradients.
         """
+        cache, prefix_mask, lengths = self._prefix_pass([split[0][0] for split in group])
+        rows = torch.tensor([q for q, split in enumerate(group) for _ in split], device=self.device)
+        cache.batch_select_indices(rows)
+        return self._suffix_log_odds(cache, prefix_mask[rows], lengths[rows], [s for split in group for _, s in split])
+
+    def _prefix_pass(self, prefixes: list[list[int]]):
+        """Run the prefixes as one left-padded batch: (their key/value cache, mask [Q, W], lengths [Q])."""
         from transformers import DynamicCache
 
         decoder, device, pad = self._base().get_decoder(), self.device, self.tokenizer.pad_token_id
-        cache_arg = _cache_kwarg(decoder)
-        prefixes = [split[0][0] for split in group]
         width = max(map(len, prefixes))
         prefix_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prefixes], device=device)
         prefix_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], device=device)
         cache = DynamicCache()
         decoder(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=(prefix_mask.cumsum(1) - 1).clamp(min=0),
-                use_cache=True, **{cache_arg: cache})
-        rows = torch.tensor([q for q, split in enumerate(group) for _ in split], device=device)
-        cache.batch_select_indices(rows)
-        ids, mask, last = _right_pad([s for split in group for _, s in split], pad, device)
-        lengths = torch.tensor([len(p) for p in prefixes], device=device)[rows]
+                use_cache=True, **{_cache_kwarg(decoder): cache})
+        return cache, prefix_mask, torch.tensor([len(p) for p in prefixes], device=device)
+
+    def _suffix_log_odds(self, cache, prefix_mask: torch.Tensor, lengths: torch.Tensor, suffixes: list[list[int]]) -> torch.Tensor:
+        """Utilities of ``suffixes``, row i continuing the prefix held in row i of ``cache``
+        (``prefix_mask``, ``lengths``: those rows' prefix mask and length); extends ``cache``."""
+        decoder, device = self._base().get_decoder(), self.device
+        ids, mask, last = _right_pad(suffixes, self.tokenizer.pad_token_id, device)
         positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)
-        hidden = decoder(input_ids=ids, attention_mask=torch.cat([prefix_mask[rows], mask], dim=1), position_ids=positions,
-                         use_cache=True, **{cache_arg: cache}).last_hidden_state
+        hidden = decoder(input_ids=ids, attention_mask=torch.cat([prefix_mask, mask], dim=1), position_ids=positions,
+                         use_cache=True, **{_cache_kwarg(decoder): cache}).last_hidden_state
         return self._log_odds(hidden[torch.arange(len(ids)), last])
 
     @torch.no_grad()
     def utilities_per_pair_many(self, requests) -> list[list[float]]:
-        """:meth:`utilities_per_pair` with the full prompts of several queries packed into batches."""
+        """:meth:`utilities_per_pair` with the full prompts of several queries run in batches
+        of ``batch_size``, sorted by length so that little of a batch is padding."""
         prompts = [(i, sum(split_prompt(self.tokenizer, q, p, d), []))
                    for i, (q, products, descriptions) in enumerate(requests)
                    for p, d in zip(products, descriptions or [None] * len(products))]
-        decoder, flat = self._base().get_decoder(), []
-        for start in range(0, len(prompts), self.batch_size):
-            ids, mask, last = _right_pad([p for _, p in prompts[start : start + self.batch_size]], self.tokenizer.pad_token_id, self.device)
+        order = sorted(range(len(prompts)), key=lambda k: len(prompts[k][1]))
+        decoder, flat = self._base().get_decoder(), [0.0] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            ids, mask, last = _right_pad([prompts[k][1] for k in chunk], self.tokenizer.pad_token_id, self.device)
             hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            flat += self._log_odds(hidden[torch.arange(len(ids)), last]).tolist()
+            for k, u in zip(chunk, self._log_odds(hidden[torch.arange(len(ids)), last]).tolist()):
+                flat[k] = u
         out: list[list[float]] = [[] for _ in requests]
         for (i, _), u in zip(prompts, flat):
             out[i].append(u)
@@ -228,6 +255,16 @@ class Buyer:
     def utilities_per_pair(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None = None) -> list[float]:
         """The same utilities, each candidate's full prompt run from scratch (batched, right-padded)."""
         return self.utilities_per_pair_many([(query, products, descriptions)])[0]
+
+
+def _select_rows(cache, rows: torch.Tensor):
+    """A new cache holding ``rows`` of ``cache`` (which is left as it was)."""
+    from transformers import DynamicCache
+
+    out = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        out.update(layer.keys[rows], layer.values[rows], i)
+    return out
 
 
 def _cache_kwarg(decoder) -> str:

@@ -40,7 +40,8 @@ def train(
     rounds: int = typer.Option(1, help="Self-alignment rounds."),
     train_queries: int = typer.Option(64, help="Use the first N training queries (0: all)."),
     description_tokens: int = typer.Option(40, help="Length cap of the seller's descriptions, in tokens."),
-    learning_rate: Optional[float] = typer.Option(None, help="LoRA learning rate (default 2e-4; 1e-3 for the *-ref methods' buyer)."),
+    learning_rate: Optional[float] = typer.Option(None, help="Learning rate (LoRA default 2e-4, 1e-3 for the *-ref methods' buyer; full: 5e-5)."),
+    lora: bool = typer.Option(True, "--lora/--full", help="Train LoRA adapters (default) or every weight of the model."),
     epochs: int = typer.Option(1, help="Passes over each round's feedback."),
     batch_size: int = typer.Option(8, help="Training batch size."),
     queries_per_step: int = typer.Option(4, help="*-ref methods: queries (with all their candidates) per buyer training step."),
@@ -57,7 +58,7 @@ def train(
     try:
         args = RecTrainArgs(train_data=str(data), output_dir=str(output_dir), method=method, model=model, rounds=rounds,
                             train_queries=train_queries or None, description_tokens=description_tokens,
-                            loss_params=_loss_params(loss_param or []), learning_rate=learning_rate, epochs=epochs,
+                            loss_params=_loss_params(loss_param or []), learning_rate=learning_rate, lora=lora, epochs=epochs,
                             batch_size=batch_size, queries_per_step=queries_per_step, cache_dir=str(cache_dir) if cache_dir else None)
         out = self_align(args, console)
     except USER_ERRORS as err:

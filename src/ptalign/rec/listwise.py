@@ -98,6 +98,8 @@ class ReferenceTrainSettings:
     learning_rate: float = 1e-3
     epochs: int = 1
     queries_per_step: int = 4
+    lora: bool = True
+    """False: update every weight of the model (full-parameter training) instead of a LoRA adapter."""
     lora_r: int = 16
     seed: int = 0
     max_grad_norm: float = 1.0
@@ -106,9 +108,10 @@ class ReferenceTrainSettings:
 
 def train_buyer_against_reference(spec: str, items: Sequence[ReferencedQuery], loss_fn: Loss, out_dir: str | Path,
                                   settings: ReferenceTrainSettings, cache_dir: str | None = None, console=None) -> Path:
-    """LoRA-train the buyer of model ``spec`` on ``items``; returns the adapter folder
-    (``out_dir/final/adapter``, written atomically) and writes ``metrics.jsonl`` and
-    ``summary.json`` beside it. A finished run (the adapter folder exists) is not redone."""
+    """Train the buyer of model ``spec`` on ``items``; returns the LoRA adapter folder
+    (``out_dir/final/adapter``) or, with ``settings.lora`` false, the whole trained model
+    (``out_dir/final/model``), written atomically, and writes ``metrics.jsonl`` and
+    ``summary.json`` beside it. A finished run (that folder exists) is not redone."""
     from rich.console import Console
     from transformers import get_scheduler, set_seed
 
@@ -120,14 +123,15 @@ def train_buyer_against_reference(spec: str, items: Sequence[ReferencedQuery], l
 
     console = console or Console(stderr=True)
     out_dir = Path(out_dir)
-    adapter_dir = out_dir / "final" / "adapter"
-    if (adapter_dir / "adapter_config.json").is_file():
-        return adapter_dir
+    final_dir = out_dir / "final" / ("adapter" if settings.lora else "model")
+    if (final_dir / ("adapter_config.json" if settings.lora else "config.json")).is_file():
+        return final_dir
     if not items:
         raise ValueError("no training queries")
     set_seed(settings.seed)
     model, tokenizer = load_model(spec, cache_dir=cache_dir)
-    model = apply_lora(model, r=settings.lora_r, alpha=2 * settings.lora_r)
+    if settings.lora:
+        model = apply_lora(model, r=settings.lora_r, alpha=2 * settings.lora_r)
     buyer = Buyer(model, tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
@@ -159,14 +163,16 @@ def train_buyer_against_reference(spec: str, items: Sequence[ReferencedQuery], l
                 progress.update(task, advance=1, stats=f"loss {rows[-1]['loss']:.4f}")
                 if not console.is_terminal and len(rows) % 25 == 0:
                     console.print(f"buyer step {len(rows)}/{total}  loss {statistics.fmean(r['loss'] for r in rows[-25:]):.4f}")
-    with atomic_dir(adapter_dir) as tmp:
+    with atomic_dir(final_dir) as tmp:
         model.save_pretrained(tmp)
+        if not settings.lora:
+            tokenizer.save_pretrained(tmp)
     atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out_dir / "summary.json", json.dumps({
-        "steps": total, "queries": len(items), "epochs": settings.epochs, "seconds": round(time.perf_counter() - t_start, 1),
+        "steps": total, "queries": len(items), "epochs": settings.epochs, "lora": settings.lora, "seconds": round(time.perf_counter() - t_start, 1),
         "loss_first_25": statistics.fmean(r["loss"] for r in rows[:25]),
         "loss_last_25": statistics.fmean(r["loss"] for r in rows[-25:])}, indent=1))
-    return adapter_dir
+    return final_dir
 
 
 def _step_row(step: int, epoch: int, loss: torch.Tensor, inputs: UnpairedLogps, grad_norm, lr: float) -> dict:

@@ -64,6 +64,8 @@ METHODS.register("prospect-noseller")(RecMethod("prospect", seller=False, feedba
 METHODS.register("kto")(RecMethod("kto", seller=False, feedback="decisions"))
 METHODS.register("sft")(RecMethod("sft", seller=False, feedback="labels"))
 METHODS.register("dpo")(RecMethod("dpo", seller=False, feedback="pairs"))
+FULL_LEARNING_RATE = 5e-5
+"""Default learning rate of full-parameter training (LoRA's defaults would wreck the whole model)."""
 REFERENCE_PARAMS = {**KT_PARAMS, "beta": 1.0}
 """The buyer's utilities are log-odds of order 1, not sums of log-ratios: beta 1, not 0.1."""
 METHODS.register("selfalign-ref")(RecMethod("prospect", seller=True, feedback="reference", loss_params=REFERENCE_PARAMS))
@@ -93,11 +95,14 @@ class RecTrainArgs:
     loss_params: dict[str, Any] = field(default_factory=dict)
     """Overrides of the method's loss hyper-parameters (for example beta, loss_aversion)."""
     learning_rate: float | None = None
-    """None: 2e-4 for the trainer's feedback, 1e-3 for the buyer trained against the reference point."""
+    """None: with LoRA 2e-4 for the trainer's feedback and 1e-3 for the buyer trained against the
+    reference point; 5e-5 for both in full-parameter training."""
     epochs: int = 1
     batch_size: int = 8
     queries_per_step: int = 4
     """Queries (all their candidates) per optimizer step of the ``reference`` buyer training."""
+    lora: bool = True
+    """False: full-parameter updates of the whole model instead of LoRA adapters (both roles)."""
     lora_r: int = 16
     max_length: int = 384
     seed: int = 0
@@ -273,37 +278,51 @@ def _train_buyer_against_reference(args: RecTrainArgs, method: RecMethod, spec: 
                                    descriptions: dict[str, list[str | None]] | None, round_dir: Path, console) -> Path:
     """The buyer of ``spec`` trained against each query's reference point (``buyer-run/``), merged into ``model/``."""
     from ptalign.losses import build_loss
-    from ptalign.models import export_model
     from ptalign.rec.listwise import ReferenceTrainSettings, referenced_queries, train_buyer_against_reference
 
     loss_fn = build_loss(method.loss, **{**method.loss_params, **args.loss_params, "reference_point": "fixed"})
-    settings = ReferenceTrainSettings(learning_rate=args.learning_rate or 1e-3, epochs=args.epochs,
-                                      queries_per_step=args.queries_per_step, lora_r=args.lora_r, seed=args.seed)
-    adapter = train_buyer_against_reference(spec, referenced_queries(queries, descriptions), loss_fn,
+    settings = ReferenceTrainSettings(learning_rate=_learning_rate(args, 1e-3), epochs=args.epochs,
+                                      queries_per_step=args.queries_per_step, lora=args.lora, lora_r=args.lora_r,
+                                      seed=args.seed)
+    trained = train_buyer_against_reference(spec, referenced_queries(queries, descriptions), loss_fn,
                                             round_dir / "buyer-run", settings, args.cache_dir, console)
-    return export_model(spec, round_dir / "model", adapter_dir=adapter, cache_dir=args.cache_dir, overwrite=True)
+    return _export(spec, trained, args.lora, round_dir / "model", args.cache_dir)
+
+
+def _learning_rate(args: RecTrainArgs, lora_default: float) -> float:
+    return args.learning_rate or (lora_default if args.lora else FULL_LEARNING_RATE)
+
+
+def _export(spec: str, trained: Path, lora: bool, out_dir: Path, cache_dir: str | None) -> Path:
+    """The round's plain model folder: ``spec`` with the adapter merged in, or the trained full model."""
+    from ptalign.models import export_model
+
+    if lora:
+        return export_model(spec, out_dir, adapter_dir=trained, cache_dir=cache_dir, overwrite=True)
+    return export_model(str(trained), out_dir, cache_dir=cache_dir, overwrite=True)
 
 
 def _train_and_merge(args: RecTrainArgs, spec: str, round_dir: Path, loss: str, loss_params: dict, console,
                      stage: str = "") -> Path:
-    """LoRA-train ``spec`` on ``round_dir/feedback.jsonl`` (run in ``{stage}run/``) and merge the
-    adapter into ``{stage}model/``; a run that finished before an interruption is kept."""
+    """Train ``spec`` on ``round_dir/feedback.jsonl`` (run in ``{stage}run/``; LoRA unless ``args.lora``
+    is false) and export the merged model to ``{stage}model/``; a run that finished before an
+    interruption is kept."""
     from ptalign.config import build_config
-    from ptalign.models import export_model
     from ptalign.trainer import train
 
     run_dir = round_dir / f"{stage}run"
     cfg = build_config({
-        "model": {"name": spec, "cache_dir": args.cache_dir, "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r},
+        "model": {"name": spec, "cache_dir": args.cache_dir, "lora": args.lora, "lora_r": args.lora_r,
+                  "lora_alpha": 2 * args.lora_r},
         "data": {"train": str(round_dir / "feedback.jsonl"), "max_length": args.max_length, "truncation": "keep_end"},
         "loss": {"name": loss, **loss_params},
         "train": {"output_dir": str(run_dir), "epochs": args.epochs, "batch_size": args.batch_size,
-                  "learning_rate": args.learning_rate or 2e-4, "seed": args.seed},
+                  "learning_rate": _learning_rate(args, 2e-4), "seed": args.seed},
     })  # fmt: skip
     if not (run_dir / "final").is_dir():
         train(cfg, resume=True, console=console)
-    return export_model(spec, round_dir / f"{stage}model", adapter_dir=run_dir / "final" / "adapter",
-                        cache_dir=args.cache_dir, overwrite=True)
+    trained = run_dir / "final" / ("adapter" if args.lora else "model")
+    return _export(spec, trained, args.lora, round_dir / f"{stage}model", args.cache_dir)
 
 
 def self_align(args: RecTrainArgs, console=None) -> Path:
