@@ -40,6 +40,7 @@ from rich.table import Table
 
 from ptalign.models import device_description
 from ptalign.rec.baselines import RANKERS
+from ptalign.rec.buyer import split_prompt
 from ptalign.rec.data import load_relevance_jsonl
 from ptalign.rec.metrics import DEFAULT_METRICS, evaluate
 from ptalign.rec.report import write_report
@@ -75,7 +76,9 @@ def measure_speed(buyer, seller, queries, repeats: int = 2) -> dict:
         per_query_cps, per_query = run(one_query(buyer.utilities), texts)
         pair_cps, pair = run(buyer.utilities_per_pair_many, texts)
         single_cps, single = run(buyer.utilities_per_pair_many, texts, batch_size=1)
+        pair_tokens, shared_tokens = _token_counts(buyer.tokenizer, queries, texts)
         out[label] = {
+            "tokens_per_pair": pair_tokens, "tokens_shared_prefix": shared_tokens, "token_ratio": pair_tokens / shared_tokens,
             "shared_prefix_packed_candidates_per_s": packed_cps, "shared_prefix_one_query_per_pass_candidates_per_s": per_query_cps,
             "per_pair_batched_candidates_per_s": pair_cps, "per_pair_one_at_a_time_candidates_per_s": single_cps,
             "speedup_vs_per_pair_batched": packed_cps / pair_cps, "speedup_vs_one_at_a_time": packed_cps / single_cps,
@@ -84,6 +87,17 @@ def measure_speed(buyer, seller, queries, repeats: int = 2) -> dict:
         }  # fmt: skip
     buyer.batch_size = 16
     return out
+
+
+def _token_counts(tokenizer, queries, texts) -> tuple[int, int]:
+    """Prompt tokens without padding: every pair's full prompt, against each query's prefix once
+    plus every suffix. Their ratio bounds the shared-prefix speed-up when time goes with tokens."""
+    pair = shared = 0
+    for q in queries:
+        parts = [split_prompt(tokenizer, q.query, p, d) for p, d in zip(q.products, texts[q.query_id] or [None] * len(q.products))]
+        pair += sum(len(a) + len(b) for a, b in parts)
+        shared += len(parts[0][0]) + sum(len(b) for _, b in parts) if parts else 0
+    return pair, shared
 
 
 def _describe(seller, queries):
@@ -295,7 +309,8 @@ def print_table(result: dict) -> None:
             print(f"scoring speed {label} ({result['speed']['n_candidates']} candidates): shared prefix "
                   f"{s['shared_prefix_packed_candidates_per_s']:.1f}/s, per pair batched {s['per_pair_batched_candidates_per_s']:.1f}/s "
                   f"({s['speedup_vs_per_pair_batched']:.2f}x), one at a time {s['per_pair_one_at_a_time_candidates_per_s']:.1f}/s "
-                  f"({s['speedup_vs_one_at_a_time']:.2f}x); max |score diff| {s['max_abs_score_diff_vs_batched']:.2e}")
+                  f"({s['speedup_vs_one_at_a_time']:.2f}x); max |score diff| {s['max_abs_score_diff_vs_batched']:.2e}"
+                  + (f"; prompt tokens per pair / shared prefix {s['token_ratio']:.2f}x" if "token_ratio" in s else ""))
 
 
 if __name__ == "__main__":

@@ -78,3 +78,29 @@ def test_paired_differences_by_hand(tmp_path):
     assert out[1]["mean_difference"] == pytest.approx(-0.375)
     with pytest.raises(SystemExit, match="unknown method"):
         rec_paired.main([str(path), "--pair", "a:c"])
+
+
+def test_speed_only_measures_every_path_with_the_same_scores(homedepot_dir, tiny_model_dir, tmp_path, monkeypatch,
+                                                              seller_writes_text):
+    from ptalign.models import load_model
+    from ptalign.rec.buyer import split_prompt
+    from ptalign.rec.data import load_relevance_jsonl
+
+    monkeypatch.setenv("PTALIGN_CACHE", str(tmp_path / "cache"))
+    rec = load_benchmark_script("rec_selfalign")
+    out = tmp_path / "speed.json"
+    assert rec.main(["--data", str(homedepot_dir), "--model", str(tiny_model_dir), "--speed-only", "--speed-queries", "2",
+                     "--description-tokens", "4", "--out", str(out)]) == 0
+    speed = json.loads(out.read_text())["speed"]
+    assert speed["n_queries"] == 2 and speed["n_candidates"] == 7
+    _, tokenizer = load_model(str(tiny_model_dir))
+    queries = load_relevance_jsonl(homedepot_dir / "dev.jsonl")[:2]
+    parts = [[split_prompt(tokenizer, q.query, p, None) for p in q.products] for q in queries]
+    alone = speed["without_descriptions"]
+    assert alone["tokens_per_pair"] == sum(len(a) + len(b) for ps in parts for a, b in ps)
+    assert alone["tokens_shared_prefix"] == sum(len(ps[0][0]) + sum(len(b) for _, b in ps) for ps in parts)
+    for label in ("with_descriptions", "without_descriptions"):
+        s = speed[label]
+        assert s["max_abs_score_diff_vs_batched"] < 1e-4 and s["max_abs_score_diff_vs_one_at_a_time"] < 1e-4
+        assert s["shared_prefix_packed_candidates_per_s"] > 0 and s["token_ratio"] > 1
+    assert speed["with_descriptions"]["tokens_per_pair"] > alone["tokens_per_pair"]
