@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "rec" / "homedepot")
     parser.add_argument("--train-queries", type=int, default=24)
     parser.add_argument("--dev-queries", type=int, default=40)
-    parser.add_argument("--speed-queries", type=int, default=10, help="dev queries for the speed figure (0: skip it)")
+    parser.add_argument("--speed-queries", type=int, default=10, help="first N dev queries for the speed figure, whatever --dev-queries is (0: skip it)")
     parser.add_argument("--description-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--full", action="store_true", help="full-parameter training instead of LoRA")
@@ -155,11 +155,12 @@ def main(argv=None) -> int:
     if args.from_scores:
         return finish_from_scores(args, scores_path)
     train_path = args.data / "train.jsonl"
-    dev = load_relevance_jsonl(args.data / "dev.jsonl")[: args.dev_queries]
+    dev_all = load_relevance_jsonl(args.data / "dev.jsonl")
+    dev = dev_all[: args.dev_queries]
     if args.speed_only:
         result = json.loads(args.out.read_text()) if args.out.is_file() else {}
         buyer, seller = load_roles(args.model, True, args.description_tokens, cache_dir=args.cache_dir)
-        result["speed"] = measure_speed(buyer, seller, dev[: args.speed_queries])
+        result["speed"] = measure_speed(buyer, seller, dev_all[: args.speed_queries])
         _save(result, args.out)
         print(json.dumps(result["speed"], indent=1))
         return 0
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
 
     if args.speed_queries:
         buyer, seller = load_roles(args.model, True, args.description_tokens, cache_dir=args.cache_dir)
-        result["speed"] = measure_speed(buyer, seller, dev[: args.speed_queries])
+        result["speed"] = measure_speed(buyer, seller, dev_all[: args.speed_queries])
         del buyer, seller
         _save(result, args.out)
         console.print(f"speed: {json.dumps(result['speed'])}")

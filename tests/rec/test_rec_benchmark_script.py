@@ -90,7 +90,7 @@ def test_speed_only_measures_every_path_with_the_same_scores(homedepot_dir, tiny
     rec = load_benchmark_script("rec_selfalign")
     out = tmp_path / "speed.json"
     assert rec.main(["--data", str(homedepot_dir), "--model", str(tiny_model_dir), "--speed-only", "--speed-queries", "2",
-                     "--description-tokens", "4", "--out", str(out)]) == 0
+                     "--dev-queries", "1", "--description-tokens", "4", "--out", str(out)]) == 0
     speed = json.loads(out.read_text())["speed"]
     assert speed["n_queries"] == 2 and speed["n_candidates"] == 7
     _, tokenizer = load_model(str(tiny_model_dir))
