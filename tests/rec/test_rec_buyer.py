@@ -71,6 +71,6 @@ def test_cross_query_packing_gives_the_same_scores(tiny_roles, batch_size):
     assert [len(u) for u in packed] == [3, 2, 0, 7]
     for (query, products, descriptions), scores in zip(requests, packed):
         assert scores == pytest.approx(buyer.utilities_per_pair(query, products, descriptions), abs=1e-4)
-        assert scores == pytest.approx(buyer.utilities(query, products, descriptions), abs=1e-4)  # unsorted, one query
+        assert scores == pytest.approx(buyer.utilities(query, products, descriptions), abs=1e-4)  # one query per pass
     flat = [u for scores in buyer.utilities_per_pair_many(requests) for u in scores]
     assert flat == pytest.approx([u for scores in packed for u in scores], abs=1e-4)

@@ -20,14 +20,13 @@ caller comparing values across queries or thresholding them sees, not the rankin
 **Shared-prefix scoring.** Every candidate's prompt is ``prefix + suffix``: the prefix (system
 prompt, instructions, the query) is the same for all candidates of a query, the suffix holds the
 product and the description. :meth:`Buyer.utilities` runs the prefix once, keeps its key/value
-cache, and scores all suffixes in batched passes over a copy of that cache repeated along the
-batch (``DynamicCache.batch_repeat_interleave``); :meth:`Buyer.utilities_per_pair` runs each
-full prompt instead. Both see the same token ids, so the scores agree to float noise.
+cache, and scores all suffixes in batched passes over rows of that cache (:meth:`Buyer.utilities_many`
+does the same for several queries at once); :meth:`Buyer.utilities_per_pair` runs each full
+prompt instead. Both see the same token ids, so the scores agree to float noise.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -127,32 +126,16 @@ class Buyer:
 
     @torch.no_grad()
     def utilities(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None = None) -> list[float]:
-        """Utilities of one query's candidates: the shared prefix runs once (KV cache reused)."""
-        from transformers import DynamicCache
+        """Utilities of one query's candidates, in passes of their own: the shared prefix runs once
+        (KV cache reused)."""
+        return self._score_group([self._query_parts(query, products, descriptions)])[0] if products else []
 
-        if not products:
-            return []
-        descriptions = descriptions or [None] * len(products)
-        parts = [split_prompt(self.tokenizer, query, p, d) for p, d in zip(products, descriptions)]
-        prefix = parts[0][0]
-        if any(pre != prefix for pre, _ in parts):
+    def _query_parts(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None):
+        """(prefix ids, suffix ids) of each candidate; fails unless all prefixes are the same."""
+        split = [split_prompt(self.tokenizer, query, p, d) for p, d in zip(products, descriptions or [None] * len(products))]
+        if any(pre != split[0][0] for pre, _ in split):
             raise ValueError("candidate prompts of one query must share their prefix")
-        decoder, device = self._base().get_decoder(), self.device
-        prefix_cache = DynamicCache()
-        cache_arg = _cache_kwarg(decoder)
-        decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True, **{cache_arg: prefix_cache})
-        out: list[float] = []
-        for start in range(0, len(parts), self.batch_size):
-            suffixes = [s for _, s in parts[start : start + self.batch_size]]
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_repeat_interleave(len(suffixes))
-            ids, mask, last = _right_pad(suffixes, self.tokenizer.pad_token_id, device)
-            full_mask = torch.cat([mask.new_ones(len(suffixes), len(prefix)), mask], dim=1)
-            positions = torch.arange(len(prefix), len(prefix) + ids.shape[1], device=device).expand_as(ids)
-            hidden = decoder(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
-                             **{cache_arg: cache}).last_hidden_state
-            out += self._log_odds(hidden[torch.arange(len(suffixes)), last]).tolist()
-        return out
+        return split
 
     @torch.no_grad()
     def utilities_many(self, requests: Sequence[tuple[str, Sequence[Product], Sequence[str | None] | None]]) -> list[list[float]]:
@@ -165,12 +148,7 @@ class Buyer:
         suffix batch small: the suffixes are the only per-candidate work left. Fewer, larger
         passes than :meth:`utilities` over one query at a time, with the same scores.
         """
-        parts = []
-        for query, products, descriptions in requests:
-            split = [split_prompt(self.tokenizer, query, p, d) for p, d in zip(products, descriptions or [None] * len(products))]
-            if any(pre != split[0][0] for pre, _ in split):
-                raise ValueError("candidate prompts of one query must share their prefix")
-            parts.append(split)
+        parts = [self._query_parts(query, products, descriptions) for query, products, descriptions in requests]
         out: list[list[float]] = [[] for _ in parts]
         group: list[int] = []
         budget = PREFIX_GROUP * self.batch_size
@@ -186,10 +164,8 @@ class Buyer:
     def _score_group(self, group: list[list[tuple[list[int], list[int]]]]) -> list[list[float]]:
         cache, prefix_mask, lengths = self._prefix_pass([split[0][0] for split in group])
         flat = [(q, suffix) for q, split in enumerate(group) for _, suffix in split]
-        order = sorted(range(len(flat)), key=lambda i: len(flat[i][1]))
         scores = [0.0] * len(flat)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for chunk in _length_sorted_chunks([len(suffix) for _, suffix in flat], self.batch_size):
             rows = torch.tensor([flat[i][0] for i in chunk], device=self.device)
             utilities = self._suffix_log_odds(_select_rows(cache, rows), prefix_mask[rows], lengths[rows], [flat[i][1] for i in chunk])
             for i, u in zip(chunk, utilities.tolist()):
@@ -239,10 +215,8 @@ class Buyer:
         prompts = [(i, sum(split_prompt(self.tokenizer, q, p, d), []))
                    for i, (q, products, descriptions) in enumerate(requests)
                    for p, d in zip(products, descriptions or [None] * len(products))]
-        order = sorted(range(len(prompts)), key=lambda k: len(prompts[k][1]))
         decoder, flat = self._base().get_decoder(), [0.0] * len(prompts)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for chunk in _length_sorted_chunks([len(p) for _, p in prompts], self.batch_size):
             ids, mask, last = _right_pad([prompts[k][1] for k in chunk], self.tokenizer.pad_token_id, self.device)
             hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             for k, u in zip(chunk, self._log_odds(hidden[torch.arange(len(ids)), last]).tolist()):
@@ -255,6 +229,12 @@ class Buyer:
     def utilities_per_pair(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None = None) -> list[float]:
         """The same utilities, each candidate's full prompt run from scratch (batched, right-padded)."""
         return self.utilities_per_pair_many([(query, products, descriptions)])[0]
+
+
+def _length_sorted_chunks(lengths: list[int], size: int) -> list[list[int]]:
+    """Indices of ``lengths`` sorted by length, in chunks of ``size`` (batches with little padding)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def _select_rows(cache, rows: torch.Tensor):
