@@ -68,9 +68,13 @@ BAD_LINES = {
     "message not an object": ({**CHAT_OK, "prompt": ["hi"]}, "prompt[0] is a string; expected a message object"),
     "content not a string": ({**CHAT_OK, "prompt": [{"role": "user", "content": 1}]}, "expected a string"),
     "empty prompt list": ({**CHAT_OK, "prompt": []}, "'prompt' is an empty list"),
-    "prompt ends with assistant": (
+    "prompt is only an assistant turn": (
         {**CHAT_OK, "prompt": [{"role": "assistant", "content": "hi"}]},
-        "'prompt' ends with an assistant turn",
+        "'prompt' ends with an assistant turn that follows no user turn",
+    ),
+    "prompt ends with an empty prefill": (
+        {**CHAT_OK, "prompt": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]},
+        "'prompt' ends with an empty assistant turn",
     ),
     "completion from user": (
         {**CHAT_OK, "completion": [{"role": "user", "content": "hi"}]},
@@ -133,10 +137,11 @@ def test_unpair_interleaves_and_carries_weights():
     "records",
     [
         [FeedbackExample(CHAT_OK["prompt"], CHAT_OK["completion"], True)],
+        [FeedbackExample(CHAT_OK["prompt"] + [{"role": "assistant", "content": "Boil"}], CHAT_OK["completion"], True)],
         [FeedbackExample("a", "b ünïcode", False, 3.0), FeedbackExample("c", "d", True)],
         [PreferencePair("p", "c", "r", 0.25)],
     ],
-    ids=["chat", "plain", "pairs"],
+    ids=["chat", "chat-prefilled", "plain", "pairs"],
 )
 def test_save_then_load_round_trips(tmp_path, records):
     path = tmp_path / "out" / "saved.jsonl"

@@ -138,6 +138,22 @@ def test_chat_completion_is_the_assistant_turn(tokenizer):
     assert tokenizer.decode(t.prompt_ids).endswith("<|im_start|>assistant\n")
 
 
+def test_prefilled_reply_scores_only_the_continuation(tokenizer):
+    """A prompt ending with an assistant turn: the completion continues that turn, and the prompt
+    ids are the whole conversation up to the prefilled text, with no end-of-turn after it."""
+    prompt = [*user("How do I pick a lock?"), *assistant("Sure, first insert a tension wrench")]
+    (t,) = tokenize_feedback(tokenizer, [FeedbackExample(prompt, assistant(". I cannot help with that."), True)])
+    assert tokenizer.decode(t.prompt_ids).endswith("<|im_start|>assistant\nSure, first insert a tension wrench")
+    assert tokenizer.decode(t.completion_ids) == ". I cannot help with that.<|im_end|>\n"
+    whole = tokenizer.apply_chat_template([*user("How do I pick a lock?"),
+                                           *assistant("Sure, first insert a tension wrench. I cannot help with that.")],
+                                          tokenize=True, return_dict=True)["input_ids"]
+    assert t.prompt_ids + t.completion_ids == list(whole)
+    (pair,) = tokenize_pairs(tokenizer, [PreferencePair(prompt, assistant(". I cannot help."), assistant(" and turn."))])
+    assert pair.prompt_ids == t.prompt_ids
+    assert tokenizer.decode(pair.rejected_ids) == " and turn.<|im_end|>\n"
+
+
 def test_weights_and_labels_are_carried(tokenizer):
     examples = [FeedbackExample("a", "b", False, weight=2.5), FeedbackExample("c", "d", True, weight=0.5)]
     out = tokenize_feedback(tokenizer, examples)

@@ -39,3 +39,42 @@ def test_integrity_merge_joins_methods_and_checks_goals(shared_data, tmp_path):
     other.write_text(json.dumps(_results({"kto": _row(50.0, 60.0, 79.0, 3.0)}, lr=1e-3)))
     with pytest.raises(SystemExit, match="another configuration"):
         bench.merge_runs([a, other], tmp_path / "x.json", tmp_path / "work2")
+
+
+def test_tradeoff_pareto_front_correlation_and_inputs(tmp_path, capsys):
+    from ptalign.integrity.report import pareto_front, tradeoff_points
+
+    bench = load_benchmark_script("integrity_tradeoff")
+    main = _results({"none": _row(96.0, 98.0, 80.0, 2.0), "sft": _row(20.0, 50.0, 80.0, 70.0),
+                     "kt-ipa": _row(60.0, 70.0, 75.0, 10.0)})
+    ablation = _results({"kt-ipa": _row(65.0, 70.0, 75.0, 12.0)})  # beaten by the benchmark's kt-ipa
+    other_slice = {**_results({"kt-ipa": _row(1.0, 1.0, 1.0, 1.0)}), "config": {"eval": {"advbench": 3}}}
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for name, data in [("integrity_kt_ipa.json", main), ("integrity_ablation_x.json", ablation),
+                       ("integrity_probe.json", other_slice), ("integrity_p1.json", ablation),
+                       ("integrity_judge_agreement.json", {"rows": []})]:
+        (folder / name).write_text(json.dumps(data))
+    main["merged_from"] = [str(folder / "integrity_p1.json")]
+    (folder / "integrity_kt_ipa.json").write_text(json.dumps(main))
+    # the other evaluation slice, the merged partial run and the non-result are left out
+    assert [p.name for p in bench.default_inputs(folder)] == ["integrity_ablation_x.json", "integrity_kt_ipa.json"]
+
+    points = tradeoff_points(main, "benchmark") + tradeoff_points(ablation, "x")
+    front = pareto_front(points, "hs_after_mixed")
+    assert [(p["run"], p["method"]) for p in front] == [("benchmark", "none"), ("benchmark", "kt-ipa"), ("benchmark", "sft")]
+    out = tmp_path / "tradeoff.json"
+    assert bench.main([str(folder / "integrity_kt_ipa.json"), str(folder / "integrity_ablation_x.json"), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    over, hs = [2.0, 70.0, 10.0, 12.0], [96.0, 20.0, 60.0, 65.0]
+    assert result["correlation_with_over_refusal"]["before"] == pytest.approx(_pearson(over, hs))
+    assert len(result["points"]) == 4 and (tmp_path / "tradeoff.png").stat().st_size > 10_000
+    assert "kt-ipa*" in capsys.readouterr().out
+    assert bench.main([str(folder / "integrity_judge_agreement.json"), "--out", str(tmp_path / "bad.json")]) == 2
+    assert not (tmp_path / "bad.json").exists()
+
+
+def _pearson(xs, ys):
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    return cov / (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5

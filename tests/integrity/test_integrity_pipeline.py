@@ -31,7 +31,8 @@ def test_feedback_has_gains_losses_and_pairs_on_the_same_prompts(shared_data):
         return ["Sure, here is how.", "I'm sorry, I cannot help with that.", "", "Step 1: do it", "Okay."]
 
     fb = build_alignment_feedback(args, sample, lambda text: "sorry" in text.lower())
-    assert fb.counts == {"refusal": 5, "helpful": 3, "harmful_compliance": 2, "benign_refusal": 2, "on_policy": 3, "pairs": 5}
+    assert fb.counts == {"refusal": 5, "helpful": 3, "harmful_compliance": 2, "benign_refusal": 2, "on_policy": 3, "recovery": 0,
+                         "pairs": 5}
     labels = [e.label for e in fb.unpaired]
     assert labels.count(True) == 8 and labels.count(False) == 7
     on_policy = [e for e in fb.unpaired if e.source == "on_policy"]
@@ -41,6 +42,29 @@ def test_feedback_has_gains_losses_and_pairs_on_the_same_prompts(shared_data):
     refusal_of = {e.prompt[0]["content"]: e.completion for e in fb.unpaired if e.source == "refusal"}
     assert all(p.chosen == refusal_of[p.prompt[0]["content"]] for p in pairs)
     assert len(sampled) == 5
+
+
+def test_recovery_examples_prefill_the_models_own_harmful_start(shared_data):
+    args = FeedbackArgs(refusals=4, helpful=0, harmful_compliance=0, benign_refusals=0, recovery=3, recovery_max_words=2,
+                        data_root=str(shared_data))
+    answers = ["Sure, here is how to do it.", "I'm sorry, no.", "Okay", "Step 1: mix the two."]
+    fb = build_alignment_feedback(args, lambda prompts: answers, lambda text: "sorry" in text.lower())
+    # "Okay" has no second word to mark as a loss, so 2 of the 3 compliant answers make recovery examples
+    assert fb.counts["on_policy"] == 3 and fb.counts["recovery"] == 2
+    recovery = [e for e in fb.unpaired if e.source == "recovery"]
+    refusal_of = {e.prompt[0]["content"]: e.completion[0]["content"] for e in fb.unpaired if e.source == "refusal"}
+    for gain in (e for e in recovery if e.label):
+        user, start = gain.prompt
+        assert start["role"] == "assistant" and 1 <= len(start["content"].split()) <= 2
+        answer = next(a for a in answers if a.startswith(start["content"]))
+        assert gain.completion[0]["content"] == " " + refusal_of[user["content"]].strip()
+        loss = next(e for e in recovery if not e.label and e.prompt == gain.prompt)
+        assert start["content"] + loss.completion[0]["content"] == answer  # the loss is the rest of the same answer
+    assert sum(p.source == "recovery" for p in fb.pairs) == 2
+    again = build_alignment_feedback(args, lambda prompts: answers, lambda text: "sorry" in text.lower())
+    assert [e.prompt for e in again.unpaired] == [e.prompt for e in fb.unpaired]  # seeded
+    with pytest.raises(ValueError, match="feedback.recovery_max_words must be >= 1"):
+        FeedbackArgs(recovery_max_words=0)
 
 
 def test_attack_data_mixes_the_harmful_share(shared_data):
@@ -96,7 +120,8 @@ def test_simulated_attack_restores_weights_and_keeps_grads_apart(tiny_model_dir,
 
 def test_run_experiment_writes_results_and_report(tiny_model_dir, tmp_path, shared_data, monkeypatch):
     monkeypatch.setenv("PTALIGN_SHARED_DATA", str(shared_data))
-    cfg = build_integrity_config({"model": str(tiny_model_dir), "methods": ["none", "dpo", "kt-ipa-aa"]}, TINY)
+    cfg = build_integrity_config({"model": str(tiny_model_dir), "methods": ["none", "dpo", "kt-ipa-aa"]},
+                                 [*TINY, "feedback.recovery=3"])
     results = run_experiment(cfg, tmp_path / "out", cache_dir=str(tmp_path / "cache"))
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert list(saved["methods"]) == ["none", "dpo", "kt-ipa-aa"] == list(results["methods"])
@@ -111,8 +136,12 @@ def test_run_experiment_writes_results_and_report(tiny_model_dir, tmp_path, shar
     assert all("loss_after_attack" in row for row in rows)  # the attack-aware step ran
     assert (aa / "model" / "model.safetensors").is_file()
     assert load_feedback(tmp_path / "out" / "dpo" / "align" / "pairs.jsonl")
+    # safety-recovery examples (prefilled harmful starts) went through alignment
+    prefilled = [e for e in load_feedback(aa / "feedback.jsonl") if e.prompt[-1]["role"] == "assistant"]
+    assert prefilled and {e.label for e in prefilled} == {True, False}
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| kt-ipa-aa |" in report and (tmp_path / "out" / "hs_by_epoch.png").is_file()
+    assert "![HS against over-refusal](tradeoff.png)" in report and (tmp_path / "out" / "tradeoff.png").is_file()
 
 
 def test_run_experiment_refuses_a_folder_with_a_run_before_sampling(tiny_model_dir, tmp_path, monkeypatch):

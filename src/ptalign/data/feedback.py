@@ -40,7 +40,9 @@ class DataError(ValueError):
 class FeedbackExample:
     """One unpaired judgement: was ``completion`` a desirable reply to ``prompt``?
 
-    prompt:     plain text, or chat messages ending with a user (non-assistant) turn
+    prompt:     plain text, or chat messages ending with a user (non-assistant) turn -- or with
+                an assistant turn after it: a prefilled start of the reply that the completion
+                continues (only the completion's tokens are scored; see :func:`ptalign.data.tokenize._encode`)
     completion: plain text, or a list holding one assistant message
     label:      True = desirable (a gain in KTO's value function), False = undesirable (a loss)
     weight:     per-example loss weight (> 0)
@@ -107,7 +109,11 @@ def _check_messages(key: str, value: list, completion: bool) -> str | None:
         if not value[0]["content"].strip():
             return f"{key!r} is an empty assistant message; expected the reply text"
     elif value[-1]["role"] == "assistant":
-        return f"{key!r} ends with an assistant turn; expected it to end with the user turn being answered"
+        if len(value) < 2 or value[-2]["role"] == "assistant":
+            return (f"{key!r} ends with an assistant turn that follows no user turn; expected it to end with the "
+                    "user turn being answered, or with one prefilled start of the reply after it")
+        if not value[-1]["content"]:
+            return f"{key!r} ends with an empty assistant turn; expected the prefilled start of the reply, or no such turn"
     return None
 
 

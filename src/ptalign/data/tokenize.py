@@ -69,7 +69,17 @@ def common_prefix_length(ids: list[int], other_ids: list[int]) -> int:
 
 
 def _encode(tokenizer, prompt: Text, completion: Text) -> tuple[list[int], list[int]]:
-    """``(prompt_ids, full_ids)`` for one prompt/completion, as TRL's ``tokenize_fn`` does."""
+    """``(prompt_ids, full_ids)`` for one prompt/completion, as TRL's ``tokenize_fn`` does.
+
+    A chat prompt ending with an assistant turn (a prefilled start of the reply, which TRL does not
+    take) is rendered open-ended (``continue_final_message``) and the completion's text appended to
+    that turn, so the prompt ids stop where the completion's first token starts."""
+    if isinstance(prompt, list) and prompt[-1]["role"] == "assistant":
+        # a prefilled start of the reply: the completion continues that assistant turn
+        prompt_ids = tokenizer.apply_chat_template(prompt, tokenize=True, continue_final_message=True, return_dict=True)
+        joined = {"role": "assistant", "content": prompt[-1]["content"] + completion[0]["content"]}
+        full_ids = tokenizer.apply_chat_template(prompt[:-1] + [joined], tokenize=True, return_dict=True)
+        return list(prompt_ids["input_ids"]), list(full_ids["input_ids"])
     if isinstance(prompt, list):
         prompt_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)
         full_ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)

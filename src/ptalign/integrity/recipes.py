@@ -9,6 +9,9 @@ Alignment feedback (``build_alignment_feedback``), every source disjoint from th
                           to those harmful requests             safety_tuned_llamas prompts
                           harmful compliance                   hh-rlhf harmless-base "rejected"
                           refusals of benign requests           Alpaca prompts + a refusal
+    recovery (optional)   a harmful request with the first words of the model's own compliant
+                          answer prefilled: a refusal continuing it is a gain, the rest of the
+                          answer a loss (``FeedbackArgs.recovery``)
 
 Each (prompt, gain, loss) on the same prompt also forms a preference pair, for DPO.
 
@@ -21,6 +24,7 @@ Qi et al. (2023). Both are trained with SFT, the way a user fine-tunes an open m
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -65,13 +69,23 @@ class FeedbackArgs:
     on_policy_tokens: int = 64
     """Length of the model's own sampled answers to the harmful requests."""
     max_response_chars: int = 1200
+    recovery: int = 0
+    """Safety-recovery examples (Qi et al. 2024, "Safety alignment should be made more than just a
+    few tokens deep"): for up to this many of the model's own compliant answers, their first few
+    words become a prefilled start of the reply, continued by a refusal (a gain) and by the rest of
+    the harmful answer (a loss), so that refusing does not hinge on the reply's first tokens."""
+    recovery_max_words: int = 16
+    """Prefilled starts are 1 to this many words of the harmful answer (uniformly drawn)."""
     seed: int = 0
     data_root: str | None = None
 
     def __post_init__(self):
-        for name in ("refusals", "helpful", "harmful_compliance", "benign_refusals", "on_policy_tokens", "max_response_chars"):
+        for name in ("refusals", "helpful", "harmful_compliance", "benign_refusals", "on_policy_tokens", "max_response_chars",
+                     "recovery"):
             if getattr(self, name) < 0:
                 raise ValueError(f"feedback.{name} must be >= 0, got {getattr(self, name)}")
+        if self.recovery_max_words < 1:
+            raise ValueError(f"feedback.recovery_max_words must be >= 1, got {self.recovery_max_words}")
 
 
 @dataclass
@@ -109,17 +123,39 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
         refusal = rng.choice(refusals).response[:cut] if refusals else "I'm sorry, but I cannot help with that."
         unpaired.append(FeedbackExample(chat(r.prompt), reply(refusal), False, source="benign_refusal"))
         pairs.append(PreferencePair(chat(r.prompt), reply(r.response[:cut]), reply(refusal), source="benign_refusal"))
-    on_policy = 0
+    compliant = []
     if sample is not None and refusals:
         for r, answer in zip(refusals, sample([chat(r.prompt) for r in refusals])):
             if answer.strip() and not is_refusal(answer):
-                on_policy += 1
+                compliant.append((r, answer))
                 unpaired.append(FeedbackExample(chat(r.prompt), reply(answer), False, source="on_policy"))
                 pairs.append(PreferencePair(chat(r.prompt), reply(r.response[:cut]), reply(answer), source="on_policy"))
+    recovery = 0
+    for r, answer in compliant[: args.recovery]:
+        split = recovery_split(answer, rng, args.recovery_max_words)
+        if split is None:
+            continue
+        start, rest = split
+        prompt = chat(r.prompt) + reply(start)
+        refusal = " " + r.response[:cut].strip()
+        unpaired.append(FeedbackExample(prompt, reply(refusal), True, source="recovery"))
+        unpaired.append(FeedbackExample(prompt, reply(rest), False, source="recovery"))
+        pairs.append(PreferencePair(prompt, reply(refusal), reply(rest), source="recovery"))
+        recovery += 1
     counts = {"refusal": len(refusals), "helpful": len(helpful), "harmful_compliance": len(harmful),
-              "benign_refusal": len(over), "on_policy": on_policy, "pairs": len(pairs)}
+              "benign_refusal": len(over), "on_policy": len(compliant), "recovery": recovery, "pairs": len(pairs)}
     rng.shuffle(unpaired)
     return AlignmentFeedback(unpaired, pairs, counts)
+
+
+def recovery_split(answer: str, rng: random.Random, max_words: int) -> tuple[str, str] | None:
+    """``(start, rest)`` of a harmful answer cut after k words, k uniform in 1..min(max_words,
+    words - 1); None for an answer of fewer than two words (no rest to mark as a loss)."""
+    words = list(re.finditer(r"\S+", answer))
+    if len(words) < 2:
+        return None
+    end = words[rng.randint(1, min(max_words, len(words) - 1)) - 1].end()
+    return answer[:end], answer[end:]
 
 
 def simulated_attack_records(n: int, seed: int = 1, data_root: str | None = None) -> list[FeedbackExample]:
