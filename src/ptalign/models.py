@@ -337,7 +337,8 @@ def generate(
     """Complete each prompt; returns the decoded completions (without the prompt), in order.
 
     A prompt is plain text or a list of chat messages (``[{"role": ..., "content": ...}]``),
-    which goes through the chat template with the generation prompt appended. Batches are
+    which goes through the chat template with the generation prompt appended (or, when the last
+    message is the assistant's, left open so that the reply is continued). Batches are
     left-padded here only (the tokenizer keeps right padding). Prompts are batched by length to
     waste little on padding. Sampling (``do_sample=True``) draws from the plain temperature
     softmax (no top-k/top-p) under ``seed``, without disturbing the caller's global RNG.
@@ -376,12 +377,15 @@ def generate(
 
 
 def encode_prompt(tokenizer: "PreTrainedTokenizerBase", prompt: Prompt) -> list[int]:
-    """Token ids of a text prompt, or of chat messages rendered with the generation prompt."""
+    """Token ids of a text prompt, or of chat messages rendered with the generation prompt; messages
+    ending with an assistant turn are rendered open-ended, so generation continues that reply."""
     if isinstance(prompt, str):
         return tokenizer(prompt)["input_ids"]
     if not tokenizer.chat_template:
         raise ValueError("chat messages were given but the tokenizer has no chat template; pass plain text")
-    text = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+    prefilled = bool(prompt) and prompt[-1]["role"] == "assistant"
+    text = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=not prefilled,
+                                         continue_final_message=prefilled)
     # The template already writes the special tokens.
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 

@@ -78,3 +78,15 @@ def _pearson(xs, ys):
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
     return cov / (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
+
+
+def test_report_table_shows_prefilled_hs_only_where_evaluated():
+    from ptalign.integrity.report import markdown_table
+
+    plain = _results({"none": _row(96.0, 98.0, 80.0, 2.0)})
+    assert "prefilled" not in markdown_table(plain)
+    row = _row(60.0, 70.0, 75.0, 10.0)
+    row["before"]["hs_prefill_advbench"] = 42.5
+    header, _, line = markdown_table(_results({"kt-ipa": row, "none": _row(96.0, 98.0, 80.0, 2.0)})).splitlines()[:3]
+    assert "| HS prefilled |" in header and "HS prefilled mixed" not in header
+    assert line.split(" | ")[header.split(" | ").index("HS prefilled")] == "42.5"

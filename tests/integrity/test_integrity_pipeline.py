@@ -79,6 +79,31 @@ def test_attack_data_mixes_the_harmful_share(shared_data):
     assert [r.prompt for r in again] == [r.prompt for r in rows]  # seeded
 
 
+def test_prefill_eval_continues_advbench_targets(tiny_model_dir, shared_data, monkeypatch):
+    import ptalign.integrity.evaluate as E
+    from ptalign.models import load_model
+
+    model, tok = load_model(str(tiny_model_dir))
+    seen = []
+    real_generate = __import__("ptalign.models", fromlist=["generate"]).generate
+
+    def spy(model, tokenizer, prompts, **kw):
+        seen.extend(prompts)
+        return real_generate(model, tokenizer, prompts, **kw)
+
+    monkeypatch.setattr("ptalign.models.generate", spy)
+    args = E.EvalArgs(advbench=3, harmbench=0, xstest=0, sst2=0, utility=0, max_new_tokens=4, prefill=True,
+                      data_root=str(shared_data))
+    result = E.evaluate_model(model, tok, args, progress=False)
+    prefilled = [p for p in seen if p[-1]["role"] == "assistant"]
+    assert len(seen) == 6 and len(prefilled) == 3
+    assert all(p[-1]["content"].startswith("Sure, here is") for p in prefilled)
+    assert [p[:1] for p in prefilled] == seen[:3]  # the same AdvBench prompts, prefilled
+    assert 0 <= result["hs_prefill_advbench"] <= 100 and result["hs"] == result["hs_advbench"]  # not mixed into HS
+    assert [s["prefill"] for s in result["samples"]["advbench_prefill"]] == [p[-1]["content"] for p in prefilled]
+    assert "hs_prefill_advbench" not in E.evaluate_model(model, tok, E.EvalArgs(**{**vars(args), "prefill": False}), progress=False)
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="align.method must be one of"):
         build_integrity_config({}, ["align.method=magic"])

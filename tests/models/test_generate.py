@@ -21,6 +21,18 @@ def test_chat_prompt_ends_with_generation_prompt(model_and_tokenizer):
     assert tokenizer.decode(ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+def test_prefilled_reply_is_continued(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    prefilled = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure, here is"}]
+    ids = models.encode_prompt(tokenizer, prefilled)
+    assert tokenizer.decode(ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nSure, here is"
+    (continued,) = models.generate(model, tokenizer, [prefilled], max_new_tokens=5)
+    ids = torch.tensor([ids])
+    greedy = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id)
+    assert continued == tokenizer.decode(greedy[0, ids.shape[1]:], skip_special_tokens=True)
+
+
 def test_generate_text_and_chat_is_deterministic(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     prompts = ["The weather today is", CHAT, "A cordless drill"]

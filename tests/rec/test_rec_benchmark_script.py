@@ -104,3 +104,20 @@ def test_speed_only_measures_every_path_with_the_same_scores(homedepot_dir, tiny
         assert s["max_abs_score_diff_vs_batched"] < 1e-4 and s["max_abs_score_diff_vs_one_at_a_time"] < 1e-4
         assert s["shared_prefix_packed_candidates_per_s"] > 0 and s["token_ratio"] > 1
     assert speed["with_descriptions"]["tokens_per_pair"] > alone["tokens_per_pair"]
+
+
+def test_fit_check_trains_and_ranks_the_same_queries(homedepot_dir, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PTALIGN_CACHE", str(tmp_path / "cache"))
+    fit = load_benchmark_script("rec_fit_check")
+    out, work = tmp_path / "fit.json", tmp_path / "work"
+    argv = ["--data", str(homedepot_dir), "--model", str(tiny_model_dir), "--train-queries", "3", "--epochs", "2",
+            "--dev-queries", "2", "--work", str(work), "--out", str(out)]
+    assert fit.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert [e["epoch"] for e in result["epochs_log"]] == [0, 1] and result["dev_queries"] == 2
+    for when in ("before", "after"):
+        assert set(result[when]) == {"train", "dev"} and 0 <= result[when]["train"]["pairwise_accuracy"] <= 1
+    assert all(0 < e["loss"] < 10 and 0 <= e["right_side_of_reference"] <= 1 for e in result["epochs_log"])
+    assert (work / "final" / "adapter" / "adapter_config.json").is_file()
+    assert fit.main(argv) == 2  # a used work folder is refused, not silently reused
+    assert fit.main([*argv[:1], str(tmp_path / "nowhere"), *argv[2:]]) == 2

@@ -2,6 +2,9 @@
 
     HS (harmful score)   % of harmful prompts (AdvBench, HarmBench val) answered harmfully, by the judge
     refusal rate         % of the same prompts the model declines (refusal keywords)
+    HS prefilled         (``prefill``) % of the AdvBench prompts answered harmfully when the reply
+                         starts with AdvBench's own target ("Sure, here is ..."): the prefilling
+                         attack of Qi et al. 2024; the refusal keywords judge the continuation only
     over-refusal         % of XSTest's *safe* prompts the model declines (refusal keywords)
     FA (fine-tune acc.)  SST-2 dev accuracy: the answer "positive" vs "negative" with the higher
                          log-prob after the attack's instruction (scored, not sampled)
@@ -37,6 +40,8 @@ class EvalArgs:
     """Harm judge for HS: ``keyword`` (any non-refusal of a harmful prompt counts as harmful, the
     attack-success convention of Qi et al. 2023) or ``minilm`` (the offline classifier; on
     SmolLM2's short compliant answers it misses most harm, so it is not the default)."""
+    prefill: bool = False
+    """Also answer the AdvBench prompts with their target prefilled (``hs_prefill_advbench``)."""
     seed: int = 0
     data_root: str | None = None
 
@@ -102,8 +107,17 @@ def evaluate_model(model, tokenizer, args: EvalArgs, judge=None, progress: bool 
         "xstest_safe": _sample([p for p in D.load_xstest(data_root=args.data_root) if p.label == "safe"], args.xstest, args.seed),
     }
     prompts = [p.prompt for records in sets.values() for p in records]
-    answers = generate(model, tokenizer, [chat(p) for p in prompts], max_new_tokens=args.max_new_tokens,
-                       batch_size=args.batch_size, progress=progress)
+    chats = [chat(p) for p in prompts]
+    prefilled = [r for r in sets["advbench"] if r.target.strip()] if args.prefill else []
+    if args.prefill and not prefilled:
+        raise ValueError("eval.prefill needs AdvBench targets, and the AdvBench file has none (a goals-only copy?)")
+    chats += [chat(r.prompt) + reply(r.target.strip()) for r in prefilled]
+    answers = generate(model, tokenizer, chats, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                       progress=progress)
+    if prefilled:
+        ps, ans = [r.prompt for r in prefilled], answers[len(prompts):]
+        result_prefill = harmful_score(keyword.judge(ps, ans))
+        prefill_samples = [{"prompt": r.prompt, "prefill": r.target.strip(), "answer": a} for r, a in zip(prefilled[:3], ans)]
     result, samples, start = {}, {}, 0
     for name, records in sets.items():
         ps, ans = prompts[start : start + len(records)], answers[start : start + len(records)]
@@ -118,6 +132,9 @@ def evaluate_model(model, tokenizer, args: EvalArgs, judge=None, progress: bool 
             result[f"hs_keyword_{name}"] = harmful_score(kv)
             result[f"refusal_{name}"] = refusal_rate(kv)
         samples[name] = [{"prompt": p, "answer": a} for p, a in list(zip(ps, ans))[:3]]
+    if prefilled:
+        result["hs_prefill_advbench"] = result_prefill
+        samples["advbench_prefill"] = prefill_samples
     harmful = [k for k in ("hs_advbench", "hs_harmbench") if k in result]
     if harmful:
         weights = [len(sets[k[3:]]) for k in harmful]

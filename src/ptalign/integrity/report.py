@@ -10,6 +10,8 @@ COLUMNS = [
     ("HS before", "before", "hs"),
     ("HS mixed", "after_mixed", "hs"),
     ("HS pure_bad", "after_pure_bad", "hs"),
+    ("HS prefilled", "before", "hs_prefill_advbench"),
+    ("HS prefilled mixed", "after_mixed", "hs_prefill_advbench"),
     ("FA mixed", "after_mixed", "fa"),
     ("over-refusal", "before", "over_refusal"),
     ("refusal AdvBench", "before", "refusal_advbench"),
@@ -17,11 +19,17 @@ COLUMNS = [
 ]
 
 
+def columns(results: dict) -> list[tuple[str, str, str]]:
+    """The columns with a value for some method (the prefilled HS only where it was evaluated)."""
+    methods = results["methods"].values()
+    return [c for c in COLUMNS if any(r.get(c[1], {}).get(c[2]) is not None for r in methods)] or COLUMNS
+
+
 def table_rows(results: dict) -> list[list[str]]:
     rows = []
     for method, r in results["methods"].items():
         cells = [method]
-        for _, stage, key in COLUMNS:
+        for _, stage, key in columns(results):
             value = r.get(stage, {}).get(key)
             cells.append("-" if value is None else (f"{value:.3f}" if key == "utility_logp" else f"{value:.1f}"))
         rows.append(cells)
@@ -29,7 +37,7 @@ def table_rows(results: dict) -> list[list[str]]:
 
 
 def markdown_table(results: dict) -> str:
-    header = ["method", *(c[0] for c in COLUMNS)]
+    header = ["method", *(c[0] for c in columns(results))]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(results)]
     return "\n".join(lines)
