@@ -90,3 +90,20 @@ def test_report_table_shows_prefilled_hs_only_where_evaluated():
     header, _, line = markdown_table(_results({"kt-ipa": row, "none": _row(96.0, 98.0, 80.0, 2.0)})).splitlines()[:3]
     assert "| HS prefilled |" in header and "HS prefilled mixed" not in header
     assert line.split(" | ")[header.split(" | ").index("HS prefilled")] == "42.5"
+
+
+def test_prefill_script_evaluates_each_model_once(tiny_model_dir, shared_data, tmp_path, capsys):
+    bench = load_benchmark_script("integrity_prefill")
+    out = tmp_path / "prefill.json"
+    argv = [f"tiny={tiny_model_dir}", "--advbench", "2", "--max-new-tokens", "3", "--out", str(out),
+            "--data-root", str(shared_data)]
+    assert bench.main(argv) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    saved = json.loads((tmp_path / "prefill" / "tiny.json").read_text())
+    assert row["hs_prefill_advbench"] == saved["hs_prefill_advbench"] and len(saved["samples"]["advbench_prefill"]) == 2
+    saved["hs_prefill_advbench"] = 12.5  # a saved model's figures are reused, not recomputed
+    (tmp_path / "prefill" / "tiny.json").write_text(json.dumps(saved))
+    assert bench.main(argv) == 0 and json.loads(out.read_text())["rows"][0]["hs_prefill_advbench"] == 12.5
+    assert bench.main([f"x={tmp_path}", "--out", str(out)]) == 2
+    assert bench.main(["no-equals-sign", "--out", str(out)]) == 2
+    assert "(no config.json)" in capsys.readouterr().out
