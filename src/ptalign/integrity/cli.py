@@ -93,7 +93,7 @@ def evaluate(
 def run(
     config: Optional[Path] = typer.Argument(None, help="Integrity YAML, e.g. configs/integrity_demo.yaml."),
     overrides: Optional[list[str]] = OVERRIDES,
-    out: Path = typer.Option(Path("runs/integrity"), "--out", "-o", help="Output folder: results.json, report.md, hs_by_epoch.png."),
+    out: Path = typer.Option(Path("runs/integrity"), "--out", "-o", help="Output folder: results.json, report.md, hs_by_epoch.png, tradeoff.png."),
     cache_dir: Optional[Path] = CACHE,
 ) -> None:
     """The whole experiment: for each method align, evaluate, attack (each kind), evaluate; then the report."""
@@ -111,7 +111,7 @@ def run(
 
 @app.command()
 def report(results_dir: Path = typer.Argument(..., help="A folder holding results.json from `ptalign integrity run`.")) -> None:
-    """Rewrite report.md and the HS-by-epoch plot from a run's results.json."""
+    """Rewrite report.md and its plots (HS by attack epoch, HS against over-refusal) from a run's results.json."""
     from ptalign.integrity.report import write_report
 
     def go(console):
