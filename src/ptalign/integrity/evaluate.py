@@ -114,10 +114,6 @@ def evaluate_model(model, tokenizer, args: EvalArgs, judge=None, progress: bool 
     chats += [chat(r.prompt) + reply(r.target.strip()) for r in prefilled]
     answers = generate(model, tokenizer, chats, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                        progress=progress)
-    if prefilled:
-        ps, ans = [r.prompt for r in prefilled], answers[len(prompts):]
-        result_prefill = harmful_score(keyword.judge(ps, ans))
-        prefill_samples = [{"prompt": r.prompt, "prefill": r.target.strip(), "answer": a} for r, a in zip(prefilled[:3], ans)]
     result, samples, start = {}, {}, 0
     for name, records in sets.items():
         ps, ans = prompts[start : start + len(records)], answers[start : start + len(records)]
@@ -132,9 +128,11 @@ def evaluate_model(model, tokenizer, args: EvalArgs, judge=None, progress: bool 
             result[f"hs_keyword_{name}"] = harmful_score(kv)
             result[f"refusal_{name}"] = refusal_rate(kv)
         samples[name] = [{"prompt": p, "answer": a} for p, a in list(zip(ps, ans))[:3]]
-    if prefilled:
-        result["hs_prefill_advbench"] = result_prefill
-        samples["advbench_prefill"] = prefill_samples
+    if prefilled:  # their answers follow the plain prompts' (the keywords judge the continuation)
+        ans = answers[len(prompts):]
+        result["hs_prefill_advbench"] = harmful_score(keyword.judge([r.prompt for r in prefilled], ans))
+        samples["advbench_prefill"] = [{"prompt": r.prompt, "prefill": r.target.strip(), "answer": a}
+                                       for r, a in zip(prefilled[:3], ans)]
     harmful = [k for k in ("hs_advbench", "hs_harmbench") if k in result]
     if harmful:
         weights = [len(sets[k[3:]]) for k in harmful]
