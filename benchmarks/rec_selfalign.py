@@ -16,6 +16,8 @@ Methods, all in the same harness (scores -> ptalign.rec.metrics.evaluate):
 * selfalign: seller + buyer, prospect objective (alpha = beta = 0.88, lambda = 2.25)
 * prospect-ref, selfalign-ref, reference-kto: the buyer's utilities judged against each query's
   reference point (listwise.py), without / with the seller, and with KTO's value function
+* ``--utility query-likelihood``: every LLM row with the buyer's utility the likelihood of the
+  query given the product (buyer.py) instead of yes/no log-odds; rows are named with it
 
 Speed: candidates/s of shared-prefix scoring against per-pair scoring of the full prompts (the
 same batches, and one pair at a time) on the first ``--speed-queries`` dev queries, with the
@@ -40,7 +42,7 @@ from rich.table import Table
 
 from ptalign.models import device_description
 from ptalign.rec.baselines import RANKERS
-from ptalign.rec.buyer import split_prompt
+from ptalign.rec.buyer import UTILITIES, split_prompt
 from ptalign.rec.data import load_relevance_jsonl
 from ptalign.rec.metrics import DEFAULT_METRICS, evaluate
 from ptalign.rec.report import write_report
@@ -107,7 +109,8 @@ def _describe(seller, queries):
 
 def evaluate_model(spec: str, use_seller: bool, dev, args) -> tuple[dict, dict]:
     t0 = time.perf_counter()
-    buyer, seller = load_roles(spec, use_seller, args.description_tokens, args.batch_size, cache_dir=args.cache_dir)
+    buyer, seller = load_roles(spec, use_seller, args.description_tokens, args.batch_size, cache_dir=args.cache_dir,
+                               utility=args.utility)
     utilities, descriptions = score_queries(buyer, seller, dev)
     scores = ranking_values(utilities)
     extra = {"eval_seconds": round(time.perf_counter() - t0, 1)}
@@ -141,6 +144,9 @@ def main(argv=None) -> int:
     parser.add_argument("--zero-shot-seller", action=argparse.BooleanOptionalAction, default=True,
                         help="the zero-shot buyer + seller row (its descriptions of every dev candidate are the slowest part on a CPU)")
     parser.add_argument("--methods", nargs="*", default=TRAINED, help=f"trained methods, in order ({', '.join(TRAINED)})")
+    parser.add_argument("--utility", choices=UTILITIES, default="yes-no",
+                        help="the buyer's utility for every LLM row (query-likelihood: only with the *-ref methods); "
+                             "rows other than yes-no are named with it")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "rec_selfalign")
     parser.add_argument("--cache-dir", default=None)
@@ -186,10 +192,11 @@ def main(argv=None) -> int:
     if not args.defer_metrics:
         add_baselines(dev, record, result)
 
-    record("zero-shot buyer", *evaluate_model(args.model, False, dev, args)[:1])
+    label = (lambda name: name) if args.utility == "yes-no" else (lambda name: f"{name} ({args.utility})")  # noqa: E731
+    record(label("zero-shot buyer"), *evaluate_model(args.model, False, dev, args)[:1])
     if args.zero_shot_seller:
         zs_scores, zs_extra = evaluate_model(args.model, True, dev, args)
-        record("zero-shot buyer + seller", zs_scores, **zs_extra)
+        record(label("zero-shot buyer + seller"), zs_scores, **zs_extra)
 
     for name in args.methods:
         t0 = time.perf_counter()
@@ -198,13 +205,13 @@ def main(argv=None) -> int:
                                   rounds=args.rounds, epochs=args.epochs, train_queries=args.train_queries,
                                   lora=not args.full, learning_rate=args.learning_rate,
                                   description_tokens=args.description_tokens, score_batch_size=args.batch_size,
-                                  cache_dir=args.cache_dir)
+                                  cache_dir=args.cache_dir, utility=args.utility)
         self_align(train_args, console)
         summary = json.loads((run_dir / "summary.json").read_text())
         rounds = [json.loads((run_dir / f"round-{r}" / "round.json").read_text()) for r in range(1, args.rounds + 1)]
         train_seconds = round(time.perf_counter() - t0, 1)
         method_scores, extra = evaluate_model(summary["model"], summary["seller"], dev, args)
-        record(name, method_scores, seller=summary["seller"], loss=METHODS.get(name).loss, train_seconds=train_seconds,
+        record(label(name), method_scores, seller=summary["seller"], loss=METHODS.get(name).loss, train_seconds=train_seconds,
                train_decision_accuracy=[r["decision_accuracy"] for r in rounds],
                n_feedback=[r["n_feedback"] for r in rounds], **extra)
 

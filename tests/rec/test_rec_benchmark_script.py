@@ -78,6 +78,17 @@ def test_paired_differences_by_hand(tmp_path):
     assert out[1]["mean_difference"] == pytest.approx(-0.375)
     with pytest.raises(SystemExit, match="unknown method"):
         rec_paired.main([str(path), "--pair", "a:c"])
+    other = tmp_path / "y_per_query.jsonl"  # another run on the same queries: its new method joins, "b" stays the first file's
+    other.write_text("".join(json.dumps({"method": m, "query_id": q, "pairwise_accuracy": v}) + "\n"
+                             for m, q, v in [("c", "q1", 0.0), ("c", "q2", 0.0), ("c", "q3", 0.0), ("b", "q1", 9.0)]))
+    assert rec_paired.main([str(path), "--base", "b", "--with", str(other)]) == 0
+    joined = json.loads((tmp_path / "x_paired.json").read_text())
+    assert joined["with"] == ["y_per_query.jsonl"]
+    assert [(r["method"], r["mean_difference"]) for r in joined["comparisons"]] == [("a", pytest.approx(0.375)),
+                                                                                     ("c", pytest.approx(-1.25 / 3))]
+    other.write_text(json.dumps({"method": "c", "query_id": "q9", "pairwise_accuracy": 0.0}) + "\n")
+    with pytest.raises(SystemExit, match="other queries"):
+        rec_paired.main([str(path), "--with", str(other)])
 
 
 def test_speed_only_measures_every_path_with_the_same_scores(homedepot_dir, tiny_model_dir, tmp_path, monkeypatch,
@@ -121,3 +132,15 @@ def test_fit_check_trains_and_ranks_the_same_queries(homedepot_dir, tiny_model_d
     assert (work / "final" / "adapter" / "adapter_config.json").is_file()
     assert fit.main(argv) == 2  # a used work folder is refused, not silently reused
     assert fit.main([*argv[:1], str(tmp_path / "nowhere"), *argv[2:]]) == 2
+
+
+def test_rec_query_likelihood_rows_are_named_with_their_utility(homedepot_dir, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PTALIGN_CACHE", str(tmp_path / "cache"))
+    rec = load_benchmark_script("rec_selfalign")
+    out = tmp_path / "rec.json"
+    assert rec.main(["--data", str(homedepot_dir), "--model", str(tiny_model_dir), "--train-queries", "2", "--dev-queries", "3",
+                     "--speed-queries", "0", "--defer-metrics", "--no-zero-shot-seller", "--work", str(tmp_path / "work"),
+                     "--methods", "prospect-ref", "--utility", "query-likelihood", "--out", str(out)]) == 0
+    scores = json.loads(out.with_name("rec_scores.json").read_text())
+    assert set(scores) == {"zero-shot buyer (query-likelihood)", "prospect-ref (query-likelihood)"}
+    assert json.loads((tmp_path / "work" / "prospect-ref" / "summary.json").read_text())["utility"] == "query-likelihood"

@@ -74,3 +74,33 @@ def test_cross_query_packing_gives_the_same_scores(tiny_roles, batch_size):
         assert scores == pytest.approx(buyer.utilities(query, products, descriptions), abs=1e-4)  # one query per pass
     flat = [u for scores in buyer.utilities_per_pair_many(requests) for u in scores]
     assert flat == pytest.approx([u for scores in packed for u in scores], abs=1e-4)
+
+
+def test_query_likelihood_is_the_mean_log_prob_of_the_query(tiny_roles):
+    from ptalign.rec.buyer import query_likelihood_parts
+
+    model, tokenizer = tiny_roles
+    buyer = Buyer(model, tokenizer, utility="query-likelihood")
+    prompt, target = query_likelihood_parts(tokenizer, "cordless drill", PRODUCTS[2], DESCRIPTIONS[2])
+    assert tokenizer.decode(target) == "cordless drill" and "The seller says: Long text" in tokenizer.decode(prompt)
+    with torch.no_grad():
+        logp = model(torch.tensor([prompt + target])).logits[0].log_softmax(-1)
+    expected = sum(float(logp[len(prompt) - 1 + t, tok]) for t, tok in enumerate(target)) / len(target)
+    assert buyer.utilities("cordless drill", PRODUCTS[2:3], DESCRIPTIONS[2:3])[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_query_likelihood_paths_and_gradients_agree(tiny_roles):
+    model, tokenizer = tiny_roles
+    buyer = Buyer(model, tokenizer, batch_size=3, utility="query-likelihood")
+    requests = [("cordless drill", PRODUCTS[:4], DESCRIPTIONS[:4]), ("paint", [], None), ("a longer query about bulbs", PRODUCTS[4:], None)]
+    many = buyer.utilities_many(requests)
+    assert [len(u) for u in many] == [4, 0, 3] and len({round(u, 6) for u in many[0]}) > 1
+    for (query, products, descriptions), scores in zip(requests, many):
+        assert scores == pytest.approx(buyer.utilities(query, products, descriptions), abs=1e-4)
+    group = [buyer.encode(q, p, d) for q, p, d in requests if p]
+    with_grad = buyer.group_utilities(group)  # one unsorted pass, with gradients, as training runs it
+    assert with_grad.requires_grad
+    assert with_grad.tolist() == pytest.approx(many[0] + many[2], abs=1e-4)
+    assert Buyer(model, tokenizer).group_utilities([Buyer(model, tokenizer).encode("paint", PRODUCTS[:2])]).shape == (2,)
+    with pytest.raises(ValueError, match="unknown buyer utility"):
+        Buyer(model, tokenizer, utility="likelihood")

@@ -75,3 +75,42 @@ def test_train_full_parameter_exports_the_trained_model(tiny_model_dir, relevanc
 def test_eval_without_anything_fails_clearly(relevance_file, tmp_path):
     result = CliRunner().invoke(app, ["rec", "eval", "--data", str(relevance_file), "--baselines", "", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "nothing to evaluate" in result.output
+
+
+def test_query_likelihood_run_is_evaluated_with_its_utility(tiny_model_dir, relevance_file, tmp_path):
+    from ptalign.models import load_model
+    from ptalign.rec.buyer import Buyer
+    from ptalign.rec.data import load_relevance_jsonl
+    from ptalign.rec.metrics import evaluate
+
+    run = tmp_path / "rec-ql"
+    result = CliRunner().invoke(app, [
+        "rec", "train", "--data", str(relevance_file), "--output-dir", str(run), "--model", str(tiny_model_dir),
+        "--method", "prospect-ref", "--utility", "query-likelihood", "--cache-dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["utility"] == "query-likelihood"
+    queries = load_relevance_jsonl(relevance_file)
+    model, tokenizer = load_model(summary["model"])
+    expected = {}
+    for utility in ("query-likelihood", "yes-no"):
+        scores = Buyer(model.eval(), tokenizer, utility=utility).utilities_many([(q.query, q.products, None) for q in queries])
+        expected[utility] = evaluate(queries, {q.query_id: s for q, s in zip(queries, scores)}, ["kendall_tau"])[0]["kendall_tau"]
+    assert expected["query-likelihood"] != pytest.approx(expected["yes-no"])
+    for extra, utility in (([], "query-likelihood"), (["--utility", "yes-no"], "yes-no")):
+        out = tmp_path / f"eval-{utility}"
+        result = CliRunner().invoke(app, ["rec", "eval", "--data", str(relevance_file), "--model", f"ql={run}", "--baselines", "",
+                                          "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *extra])
+        assert result.exit_code == 0, result.output
+        tau = json.loads((out / "metrics.json").read_text())["methods"]["ql"]["kendall_tau"]
+        assert tau == pytest.approx(expected[utility], abs=1e-6), utility
+
+
+def test_query_likelihood_needs_a_reference_method(relevance_file, tmp_path):
+    result = CliRunner().invoke(app, ["rec", "train", "--data", str(relevance_file), "--output-dir", str(tmp_path / "r"),
+                                      "--method", "kto", "--utility", "query-likelihood"])
+    assert result.exit_code == 2 and "needs utility 'yes-no'" in result.output
+    result = CliRunner().invoke(app, ["rec", "train", "--data", str(relevance_file), "--output-dir", str(tmp_path / "r"),
+                                      "--method", "prospect-ref", "--utility", "likelihood"])
+    assert result.exit_code == 2 and "unknown buyer utility" in result.output

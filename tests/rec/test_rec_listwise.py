@@ -153,3 +153,24 @@ def test_full_parameter_round_defaults_to_a_small_learning_rate(tiny_model_dir, 
     rows = [json.loads(line) for line in (round_dir / "buyer-run" / "metrics.jsonl").read_text().splitlines()]
     assert max(r["lr"] for r in rows) <= 5e-5 and (round_dir / "model" / "model.safetensors").is_file()
     assert (round_dir / "buyer-run" / "final" / "model" / "config.json").is_file()
+
+
+def test_query_likelihood_training_orders_the_training_queries(tiny_model_dir, relevance_file, tmp_path):
+    from ptalign.models import export_model, load_model
+    from ptalign.rec.buyer import Buyer
+
+    queries = load_relevance_jsonl(relevance_file)
+
+    def pairwise(spec) -> float:
+        model, tokenizer = load_model(str(spec))
+        utilities = Buyer(model.eval(), tokenizer, utility="query-likelihood").utilities_many([(q.query, q.products, None) for q in queries])
+        return evaluate(queries, {q.query_id: u for q, u in zip(queries, utilities)}, ["pairwise_accuracy"])[0]["pairwise_accuracy"]
+
+    before = pairwise(tiny_model_dir)
+    loss = build_loss("prospect", beta=1.0, reference_point="fixed", **KT)
+    settings = ReferenceTrainSettings(learning_rate=1e-2, epochs=30, queries_per_step=3, lora_r=8, utility="query-likelihood")
+    adapter = train_buyer_against_reference(str(tiny_model_dir), referenced_queries(queries), loss, tmp_path / "run", settings)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["utility"] == "query-likelihood" and summary["loss_last_25"] < summary["loss_first_25"]
+    after = pairwise(export_model(str(tiny_model_dir), tmp_path / "merged", adapter_dir=adapter))
+    assert after >= before + 0.2, (before, after)

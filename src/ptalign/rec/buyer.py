@@ -23,6 +23,19 @@ product and the description. :meth:`Buyer.utilities` runs the prefix once, keeps
 cache, and scores all suffixes in batched passes over rows of that cache (:meth:`Buyer.utilities_many`
 does the same for several queries at once); :meth:`Buyer.utilities_per_pair` runs each full
 prompt instead. Both see the same token ids, so the scores agree to float noise.
+
+**Query likelihood** (``utility="query-likelihood"``). A 135M buyer's yes/no log-odds hardly
+order a query's candidates (measured on Home Depot dev, README). The alternative utility asks
+the same model the reverse question, the one a small language model answers best: given the
+product (and the seller's description), how likely is the shopper's own search?
+
+    u(q, p, d) = (1/|q|) sum_t log p(q_t | product prompt, q_<t)
+
+(the mean log-probability of the query's tokens as the reply to "what would a shopper who wants
+exactly this product search for?"; Zhuang et al. 2023 rank documents this way). Within a query
+the candidates compete on the same tokens, so the mean only sets the scale. Here the product
+comes before the query, so there is no per-query prefix to share: candidates run as full
+prompts, in length-sorted batches, on both scoring paths.
 """
 
 from __future__ import annotations
@@ -82,6 +95,26 @@ def split_prompt(tokenizer, query: str, product: Product, description: str | Non
     return encode(text[:cut]), encode(text[cut:])
 
 
+UTILITIES = ("yes-no", "query-likelihood")
+"""The buyer's utilities: log-odds of "would I buy this?", or the likelihood of the shopper's query."""
+QUERY_LIKELIHOOD_QUESTION = (
+    "What would a shopper who wants exactly this product type into the store's search box? Give only the search."
+)
+
+
+def query_likelihood_parts(tokenizer, query: str, product: Product, description: str | None) -> tuple[list[int], list[int]]:
+    """(prompt ids, query ids): the product prompt with the reply header, and the query as the reply."""
+    lines = ["Here is a product from the store:", product.text()[:MAX_PRODUCT_CHARS]]
+    if description:
+        lines.append(f"The seller says: {description.strip()[:MAX_DESCRIPTION_CHARS]}")
+    lines.append(QUERY_LIKELIHOOD_QUESTION)
+    prompt = render_prompt(tokenizer, [{"role": "user", "content": "\n".join(lines)}])
+    target = tokenizer(query.strip(), add_special_tokens=False)["input_ids"]
+    if not target:
+        raise ValueError(f"the query {query!r} has no tokens to score")
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"], target
+
+
 def answer_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
     """First token id of each word (deduplicated, in order)."""
     ids = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words]
@@ -96,8 +129,12 @@ class Buyer:
     tokenizer: "PreTrainedTokenizerBase"
     batch_size: int = 16
     """Candidates per batched pass."""
+    utility: str = "yes-no"
+    """One of :data:`UTILITIES`."""
 
     def __post_init__(self):
+        if self.utility not in UTILITIES:
+            raise ValueError(f"unknown buyer utility {self.utility!r}; known: {', '.join(UTILITIES)}")
         self.yes_ids = answer_token_ids(self.tokenizer, YES_WORDS)
         self.no_ids = answer_token_ids(self.tokenizer, NO_WORDS)
         if set(self.yes_ids) & set(self.no_ids):
@@ -128,6 +165,8 @@ class Buyer:
     def utilities(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None = None) -> list[float]:
         """Utilities of one query's candidates, in passes of their own: the shared prefix runs once
         (KV cache reused)."""
+        if self.utility == "query-likelihood":
+            return self.utilities_per_pair(query, products, descriptions)
         return self._score_group([self._query_parts(query, products, descriptions)])[0] if products else []
 
     def _query_parts(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None):
@@ -148,6 +187,8 @@ class Buyer:
         suffix batch small: the suffixes are the only per-candidate work left. Fewer, larger
         passes than :meth:`utilities` over one query at a time, with the same scores.
         """
+        if self.utility == "query-likelihood":
+            return self.utilities_per_pair_many(requests)
         parts = [self._query_parts(query, products, descriptions) for query, products, descriptions in requests]
         out: list[list[float]] = [[] for _ in parts]
         group: list[int] = []
@@ -172,6 +213,36 @@ class Buyer:
                 scores[i] = u
         it = iter(scores)
         return [[next(it) for _ in split] for split in group]
+
+    def encode(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None = None,
+               ) -> list[tuple[list[int], list[int]]]:
+        """Token ids of one query's candidates, as :meth:`group_utilities` takes them: (prefix,
+        suffix) of the yes/no prompt, or (product prompt, query) for the query likelihood."""
+        texts = descriptions or [None] * len(products)
+        if self.utility == "query-likelihood":
+            return [query_likelihood_parts(self.tokenizer, query, p, d) for p, d in zip(products, texts)]
+        return self._query_parts(query, products, texts)
+
+    def group_utilities(self, group: list[list[tuple[list[int], list[int]]]]) -> torch.Tensor:
+        """Utilities ``[N]`` of a group of queries' candidates (each query as :meth:`encode` gives
+        it), in order, with gradients: what training differentiates."""
+        if self.utility == "query-likelihood":
+            return self._query_logps([pair for split in group for pair in split])
+        return self.group_log_odds(group)
+
+    def _query_logps(self, pairs: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+        """Mean log-probability of each pair's target ids after its prompt ids, one right-padded
+        pass; the LM head runs on the target positions only."""
+        decoder, head = self._base().get_decoder(), self._base().get_output_embeddings()
+        ids, mask, _ = _right_pad([a + b for a, b in pairs], self.tokenizer.pad_token_id, self.device)
+        hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        rows = torch.tensor([i for i, (_, b) in enumerate(pairs) for _ in b], device=self.device)
+        positions = torch.tensor([len(a) - 1 + t for a, b in pairs for t in range(len(b))], device=self.device)
+        targets = torch.tensor([tok for _, b in pairs for tok in b], device=self.device)
+        logps = torch.log_softmax(head(hidden[rows, positions]).float(), dim=-1).gather(1, targets[:, None])[:, 0]
+        lengths = torch.tensor([len(b) for _, b in pairs], device=self.device)
+        sums = torch.zeros(len(pairs), device=self.device, dtype=logps.dtype).index_add(0, rows, logps)
+        return sums / lengths
 
     def group_log_odds(self, group: list[list[tuple[list[int], list[int]]]]) -> torch.Tensor:
         """Utilities ``[N]`` of a group of queries' candidates, given as (prefix ids, suffix ids)
@@ -212,6 +283,14 @@ class Buyer:
     def utilities_per_pair_many(self, requests) -> list[list[float]]:
         """:meth:`utilities_per_pair` with the full prompts of several queries run in batches
         of ``batch_size``, sorted by length so that little of a batch is padding."""
+        if self.utility == "query-likelihood":
+            pairs = [(i, pair) for i, (q, products, descriptions) in enumerate(requests)
+                     for pair in self.encode(q, products, descriptions)]
+            flat = [0.0] * len(pairs)
+            for chunk in _length_sorted_chunks([len(a) + len(b) for _, (a, b) in pairs], self.batch_size):
+                for k, u in zip(chunk, self._query_logps([pairs[k][1] for k in chunk]).tolist()):
+                    flat[k] = u
+            return _regroup(requests, [i for i, _ in pairs], flat)
         prompts = [(i, sum(split_prompt(self.tokenizer, q, p, d), []))
                    for i, (q, products, descriptions) in enumerate(requests)
                    for p, d in zip(products, descriptions or [None] * len(products))]
@@ -221,14 +300,19 @@ class Buyer:
             hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             for k, u in zip(chunk, self._log_odds(hidden[torch.arange(len(ids)), last]).tolist()):
                 flat[k] = u
-        out: list[list[float]] = [[] for _ in requests]
-        for (i, _), u in zip(prompts, flat):
-            out[i].append(u)
-        return out
+        return _regroup(requests, [i for i, _ in prompts], flat)
 
     def utilities_per_pair(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None = None) -> list[float]:
         """The same utilities, each candidate's full prompt run from scratch (batched, right-padded)."""
         return self.utilities_per_pair_many([(query, products, descriptions)])[0]
+
+
+def _regroup(requests, owners: list[int], flat: list[float]) -> list[list[float]]:
+    """Flat per-candidate scores back into one list per request (``owners``: each score's request)."""
+    out: list[list[float]] = [[] for _ in requests]
+    for i, u in zip(owners, flat):
+        out[i].append(u)
+    return out
 
 
 def _length_sorted_chunks(lengths: list[int], size: int) -> list[list[int]]:

@@ -47,6 +47,8 @@ def train(
     queries_per_step: int = typer.Option(4, help="*-ref methods: queries (with all their candidates) per buyer training step."),
     loss_param: Optional[list[str]] = typer.Option(None, "--loss-param", help="Loss hyper-parameter override, e.g. --loss-param loss_aversion=3."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="ptalign cache (models, reference log-probs, descriptions)."),
+    utility: str = typer.Option("yes-no", help="Buyer utility: yes-no (log-odds of 'would I buy this?') or query-likelihood "
+                                "(log-prob of the query given the product; *-ref methods only)."),
 ) -> None:
     """Self-align the reranker (or train a baseline method).
 
@@ -59,7 +61,8 @@ def train(
         args = RecTrainArgs(train_data=str(data), output_dir=str(output_dir), method=method, model=model, rounds=rounds,
                             train_queries=train_queries or None, description_tokens=description_tokens,
                             loss_params=_loss_params(loss_param or []), learning_rate=learning_rate, lora=lora, epochs=epochs,
-                            batch_size=batch_size, queries_per_step=queries_per_step, cache_dir=str(cache_dir) if cache_dir else None)
+                            batch_size=batch_size, queries_per_step=queries_per_step, cache_dir=str(cache_dir) if cache_dir else None,
+                            utility=utility)
         out = self_align(args, console)
     except USER_ERRORS as err:
         _fail(err)
@@ -76,6 +79,7 @@ def evaluate(
     description_tokens: int = typer.Option(40, help="Length cap of seller descriptions."),
     out: Path = typer.Option(Path("runs/rec-eval"), "--out", "-o", help="Folder for metrics.json, per_query.jsonl, report.md, report.png."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="ptalign cache location."),
+    utility: Optional[str] = typer.Option(None, help="Buyer utility, yes-no or query-likelihood (default: as the run was trained; else yes-no)."),
 ) -> None:
     """Evaluate rerankers and baselines: NDCG@5/10, MRR, pairwise accuracy, Kendall τ.
 
@@ -91,11 +95,12 @@ def evaluate(
         scores = {name: RANKERS.get(name)().score_many(ranking) for name in filter(None, baselines.split(","))}
         for item in model or []:
             name, _, spec = item.rpartition("=")
-            spec_model, trained_seller = resolve_ranker_model(spec)
+            spec_model, trained_seller, trained_utility = resolve_ranker_model(spec)
             use_seller = seller if seller is not None else bool(trained_seller)
             name = name or f"{Path(spec).name or spec}{' +seller' if use_seller else ''}"
             buyer, seller_role = load_roles(spec_model, use_seller, description_tokens,
-                                            cache_dir=str(cache_dir) if cache_dir else None, progress=console.is_terminal)
+                                            cache_dir=str(cache_dir) if cache_dir else None, progress=console.is_terminal,
+                                            utility=utility or trained_utility or "yes-no")
             scores[name] = ranking_values(score_queries(buyer, seller_role, ranking)[0])
         if not scores:
             raise ValueError("nothing to evaluate: pass --model and/or --baselines")
@@ -116,6 +121,7 @@ def rank(
     seller: bool = typer.Option(True, "--seller/--no-seller", help="Write a tailored description of each candidate."),
     description_tokens: int = typer.Option(40, help="Length cap of seller descriptions."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="ptalign cache location."),
+    utility: Optional[str] = typer.Option(None, help="Buyer utility, yes-no or query-likelihood (default: as the run was trained; else yes-no)."),
 ) -> None:
     """Rank a catalog for one query: BM25 first stage, then the seller/buyer reranker.
 
@@ -131,8 +137,9 @@ def rank(
     try:
         products = load_catalog(catalog or demo_catalog_path())
         hits = BM25Index(products).search(query, k=first_stage)
-        spec, _ = resolve_ranker_model(model)
-        buyer, seller_role = load_roles(spec, seller, description_tokens, cache_dir=str(cache_dir) if cache_dir else None)
+        spec, _, trained_utility = resolve_ranker_model(model)
+        buyer, seller_role = load_roles(spec, seller, description_tokens, cache_dir=str(cache_dir) if cache_dir else None,
+                                        utility=utility or trained_utility or "yes-no")
         candidates = [h.product for h in hits]
         descriptions = seller_role.describe([(query, p) for p in candidates]) if seller_role else [None] * len(candidates)
         utilities = buyer.utilities(query, candidates, descriptions)

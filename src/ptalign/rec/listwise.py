@@ -21,7 +21,8 @@ only the order and spread within the query count. The weights w_i are the graded
 ``|gain_i - mean gain|``, rescaled to mean 1 over the training set; candidates on the
 reference point carry no signal and are left out (:func:`ptalign.rec.selfalign.label_targets`).
 With alpha = beta_l = lambda = 1 the same loss is KTO's against this reference point (the
-``reference-kto`` ablation).
+``reference-kto`` ablation). With the query-likelihood utility (buyer.py) u_i is the mean
+log-probability of the query given candidate i instead, and the same loss applies.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class ReferenceTrainSettings:
     seed: int = 0
     max_grad_norm: float = 1.0
     warmup_ratio: float = 0.1
+    utility: str = "yes-no"
+    """The buyer's utility (buyer.UTILITIES): yes/no log-odds or the query's likelihood."""
 
 
 def train_buyer_against_reference(spec: str, items: Sequence[ReferencedQuery], loss_fn: Loss, out_dir: str | Path,
@@ -118,7 +121,7 @@ def train_buyer_against_reference(spec: str, items: Sequence[ReferencedQuery], l
     from ptalign.checkpoint import atomic_dir
     from ptalign.config import atomic_write_text
     from ptalign.models import apply_lora, load_model
-    from ptalign.rec.buyer import Buyer, split_prompt
+    from ptalign.rec.buyer import Buyer
     from ptalign.trainer import training_progress
 
     console = console or Console(stderr=True)
@@ -132,15 +135,14 @@ def train_buyer_against_reference(spec: str, items: Sequence[ReferencedQuery], l
     model, tokenizer = load_model(spec, cache_dir=cache_dir)
     if settings.lora:
         model = apply_lora(model, r=settings.lora_r, alpha=2 * settings.lora_r)
-    buyer = Buyer(model, tokenizer)
+    buyer = Buyer(model, tokenizer, utility=settings.utility)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
     steps_per_epoch = -(-len(items) // settings.queries_per_step)
     total = settings.epochs * steps_per_epoch
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=round(settings.warmup_ratio * total),
                               num_training_steps=total)
-    prompts = [[split_prompt(tokenizer, it.query.query, p, d) for p, d in zip(it.query.products, it.descriptions)]
-               for it in items]
+    prompts = [buyer.encode(it.query.query, it.query.products, it.descriptions) for it in items]
     order = list(range(len(items)))
     rng = random.Random(settings.seed)
     rows, t_start = [], time.perf_counter()
@@ -152,7 +154,7 @@ def train_buyer_against_reference(spec: str, items: Sequence[ReferencedQuery], l
             rng.shuffle(order)
             for start in range(0, len(order), settings.queries_per_step):
                 chosen = order[start : start + settings.queries_per_step]
-                inputs = referenced_inputs(buyer.group_log_odds([prompts[i] for i in chosen]), [items[i] for i in chosen])
+                inputs = referenced_inputs(buyer.group_utilities([prompts[i] for i in chosen]), [items[i] for i in chosen])
                 loss = loss_fn(inputs).losses.mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -169,7 +171,7 @@ def train_buyer_against_reference(spec: str, items: Sequence[ReferencedQuery], l
             tokenizer.save_pretrained(tmp)
     atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out_dir / "summary.json", json.dumps({
-        "steps": total, "queries": len(items), "epochs": settings.epochs, "lora": settings.lora, "seconds": round(time.perf_counter() - t_start, 1),
+        "steps": total, "queries": len(items), "epochs": settings.epochs, "lora": settings.lora, "utility": settings.utility, "seconds": round(time.perf_counter() - t_start, 1),
         "loss_first_25": statistics.fmean(r["loss"] for r in rows[:25]),
         "loss_last_25": statistics.fmean(r["loss"] for r in rows[-25:])}, indent=1))
     return final_dir

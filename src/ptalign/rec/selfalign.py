@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ptalign.rec.buyer import Buyer, buyer_messages, prospect_values
+from ptalign.rec.buyer import UTILITIES, Buyer, buyer_messages, prospect_values
 from ptalign.rec.data import RankingQuery, load_relevance_jsonl
 from ptalign.rec.seller import DescriptionCache, Seller, default_cache_dir, seller_messages
 from ptalign.registry import Registry
@@ -110,9 +110,18 @@ class RecTrainArgs:
     """Candidates per buyer pass and descriptions per generation batch."""
     cache_dir: str | None = None
     """ptalign cache root (models, reference log-probs, seller descriptions)."""
+    utility: str = "yes-no"
+    """The buyer's utility: yes-no (log-odds of "would I buy this?") or query-likelihood (mean
+    log-probability of the shopper's query given the product; only with the reference methods,
+    whose loss works on any utility: prospect-ref, selfalign-ref, reference-kto)."""
 
     def __post_init__(self):
-        METHODS.get(self.method)  # unknown names fail listing the known ones
+        method = METHODS.get(self.method)  # unknown names fail listing the known ones
+        if self.utility not in UTILITIES:
+            raise ValueError(f"unknown buyer utility {self.utility!r}; known: {', '.join(UTILITIES)}")
+        if self.utility != "yes-no" and method.feedback != "reference":
+            raise ValueError(f"method {self.method!r} trains yes/no answers, so it needs utility 'yes-no'; "
+                             f"with {self.utility!r} use prospect-ref, selfalign-ref or reference-kto")
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.train_queries is not None and self.train_queries < 1:
@@ -207,7 +216,7 @@ def model_id(spec: str, cache_dir: str | None = None) -> str:
 
 
 def load_roles(spec: str, use_seller: bool, description_tokens: int = 40, batch_size: int = 16,
-               cache_dir: str | None = None, progress: bool = False) -> tuple[Buyer, Seller | None]:
+               cache_dir: str | None = None, progress: bool = False, utility: str = "yes-no") -> tuple[Buyer, Seller | None]:
     """The buyer (and the seller, sharing its weights) of model ``spec``."""
     from ptalign.models import load_model
 
@@ -217,7 +226,7 @@ def load_roles(spec: str, use_seller: bool, description_tokens: int = 40, batch_
     if use_seller:
         seller = Seller(model, tokenizer, model_id(spec, cache_dir), DescriptionCache(default_cache_dir(cache_dir)),
                         max_new_tokens=description_tokens, batch_size=batch_size, progress=progress)
-    return Buyer(model, tokenizer, batch_size=batch_size), seller
+    return Buyer(model, tokenizer, batch_size=batch_size, utility=utility), seller
 
 
 def score_queries(buyer: Buyer, seller: Seller | None, queries: Sequence[RankingQuery], shared_prefix: bool = True,
@@ -253,7 +262,7 @@ def run_round(args: RecTrainArgs, spec: str, queries: Sequence[RankingQuery], ro
              "seconds": time.perf_counter() - t0}, indent=1))
         return str(merged)
     buyer, seller = load_roles(spec, method.seller, args.description_tokens, args.score_batch_size, args.cache_dir,
-                               progress=console.is_terminal)
+                               progress=console.is_terminal, utility=args.utility)
     utilities, descriptions = score_queries(buyer, seller, queries)
     judgements = judge(queries, utilities, descriptions)
     right = sum(j.decision == j.target for j in judgements) / max(len(judgements), 1)
@@ -283,7 +292,7 @@ def _train_buyer_against_reference(args: RecTrainArgs, method: RecMethod, spec: 
     loss_fn = build_loss(method.loss, **{**method.loss_params, **args.loss_params, "reference_point": "fixed"})
     settings = ReferenceTrainSettings(learning_rate=_learning_rate(args, 1e-3), epochs=args.epochs,
                                       queries_per_step=args.queries_per_step, lora=args.lora, lora_r=args.lora_r,
-                                      seed=args.seed)
+                                      seed=args.seed, utility=args.utility)
     trained = train_buyer_against_reference(spec, referenced_queries(queries, descriptions), loss_fn,
                                             round_dir / "buyer-run", settings, args.cache_dir, console)
     return _export(spec, trained, args.lora, round_dir / "model", args.cache_dir)
@@ -344,16 +353,17 @@ def self_align(args: RecTrainArgs, console=None) -> Path:
             spec = json.loads(done.read_text())["model_out"]
             continue
         spec = run_round(args, spec, queries, round_dir, console)
-    summary = {"model": spec, "method": args.method, "seller": METHODS.get(args.method).seller, "rounds": args.rounds}
+    summary = {"model": spec, "method": args.method, "seller": METHODS.get(args.method).seller, "rounds": args.rounds,
+               "utility": args.utility}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return out
 
 
-def resolve_ranker_model(spec: str) -> tuple[str, bool | None]:
-    """A ``ptalign rec train`` output folder -> (its final model, whether it uses the seller);
-    any other model spec -> (spec, None)."""
+def resolve_ranker_model(spec: str) -> tuple[str, bool | None, str | None]:
+    """A ``ptalign rec train`` output folder -> (its final model, whether it uses the seller,
+    the buyer utility it was trained with); any other model spec -> (spec, None, None)."""
     summary = Path(spec) / "summary.json"
     if summary.is_file():
         s = json.loads(summary.read_text())
-        return s["model"], s["seller"]
-    return spec, None
+        return s["model"], s["seller"], s.get("utility", "yes-no")
+    return spec, None, None
