@@ -141,6 +141,8 @@ def main(argv=None) -> int:
                         help="add the baselines and every metric, report and table to a --defer-metrics result")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="with --from-scores: more --defer-metrics results (other methods, same dev set) to add")
+    parser.add_argument("--zero-shot-buyer", action=argparse.BooleanOptionalAction, default=True,
+                        help="the zero-shot buyer row (leave it out when another run on the same dev slice has it)")
     parser.add_argument("--zero-shot-seller", action=argparse.BooleanOptionalAction, default=True,
                         help="the zero-shot buyer + seller row (its descriptions of every dev candidate are the slowest part on a CPU)")
     parser.add_argument("--methods", nargs="*", default=TRAINED, help=f"trained methods, in order ({', '.join(TRAINED)})")
@@ -189,11 +191,14 @@ def main(argv=None) -> int:
         _save(result, args.out)
         _save(scores, scores_path)
 
+    _save(result, args.out)  # a run starts a fresh result: nothing of an earlier one with this name is left over
+    _save(scores, scores_path)
     if not args.defer_metrics:
         add_baselines(dev, record, result)
 
     label = (lambda name: name) if args.utility == "yes-no" else (lambda name: f"{name} ({args.utility})")  # noqa: E731
-    record(label("zero-shot buyer"), *evaluate_model(args.model, False, dev, args)[:1])
+    if args.zero_shot_buyer:
+        record(label("zero-shot buyer"), *evaluate_model(args.model, False, dev, args)[:1])
     if args.zero_shot_seller:
         zs_scores, zs_extra = evaluate_model(args.model, True, dev, args)
         record(label("zero-shot buyer + seller"), zs_scores, **zs_extra)

@@ -143,4 +143,7 @@ def test_rec_query_likelihood_rows_are_named_with_their_utility(homedepot_dir, t
                      "--methods", "prospect-ref", "--utility", "query-likelihood", "--out", str(out)]) == 0
     scores = json.loads(out.with_name("rec_scores.json").read_text())
     assert set(scores) == {"zero-shot buyer (query-likelihood)", "prospect-ref (query-likelihood)"}
+    assert rec.main(["--data", str(homedepot_dir), "--model", str(tiny_model_dir), "--dev-queries", "3", "--speed-queries", "0",
+                     "--defer-metrics", "--no-zero-shot-buyer", "--no-zero-shot-seller", "--methods", "--out", str(out)]) == 0
+    assert json.loads(out.with_name("rec_scores.json").read_text()) == {}  # no rows asked for, none scored
     assert json.loads((tmp_path / "work" / "prospect-ref" / "summary.json").read_text())["utility"] == "query-likelihood"
