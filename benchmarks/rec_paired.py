@@ -4,7 +4,7 @@ than comparing two means with their own errors).
 
     python benchmarks/rec_paired.py benchmarks/results/rec_reference_per_query.jsonl \\
         --base "zero-shot buyer" --pair prospect-ref:reference-kto
-    python benchmarks/rec_paired.py benchmarks/results/rec_query_likelihood_per_query.jsonl \
+    python benchmarks/rec_paired.py benchmarks/results/rec_query_likelihood_per_query.jsonl \\
         --with benchmarks/results/rec_reference_per_query.jsonl   # methods of two runs on the same queries
 
 Writes ``<per-query stem>_paired.json`` beside the input and prints a table.

@@ -164,7 +164,7 @@ class Buyer:
     @torch.no_grad()
     def utilities(self, query: str, products: Sequence[Product], descriptions: Sequence[str | None] | None = None) -> list[float]:
         """Utilities of one query's candidates, in passes of their own: the shared prefix runs once
-        (KV cache reused)."""
+        (KV cache reused); the query likelihood has no shared prefix and runs full prompts."""
         if self.utility == "query-likelihood":
             return self.utilities_per_pair(query, products, descriptions)
         return self._score_group([self._query_parts(query, products, descriptions)])[0] if products else []
