@@ -35,7 +35,7 @@ def goals(methods: dict) -> dict:
     """The issue's goals for KT-IPA (both variants), measured against the undefended model."""
     none = methods.get("none")
     out = {}
-    for name in ("kt-ipa", "kt-ipa-aa"):
+    for name in ("kt-ipa", "kt-ipa-aa", "kt-ipa-rn"):
         r = methods.get(name)
         if r is None or none is None:
             continue

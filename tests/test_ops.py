@@ -1,4 +1,4 @@
-"""Shared log-prob plumbing: completion log-probs and KTO's reference point across processes."""
+"""Shared log-prob plumbing: completion log-probs, KTO's reference point across processes, and the MMD."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ptalign.ops import RunningMean, kl_reference_point, sequence_logps
+from ptalign.ops import RunningMean, kl_reference_point, mmd_rbf, sequence_logps
 
 
 def test_sequence_logps_equals_full_log_softmax():
@@ -59,3 +59,26 @@ def test_kl_reference_point_is_global_sum_over_global_count_across_two_processes
     global_mean = (1 + 2 + 3 + 10) / 4  # 4.0; the mean of per-process means would be (2 + 10) / 2 = 6.0
     assert out[0] == out[1] == pytest.approx(global_mean)
     assert not math.isclose(out[0], 6.0)
+
+
+def test_mmd_rbf_matches_a_hand_computation():
+    # z = {0, 1}: mean squared distance between distinct points h = 1, bandwidths 1/4, 1/2, 1, 2, 4;
+    # k(x, x) = k(y, y) = 5 and k(x, y) = e^-4 + e^-2 + e^-1 + e^-1/2 + e^-1/4
+    cross = sum(math.exp(-1 / b) for b in (0.25, 0.5, 1, 2, 4))
+    assert float(mmd_rbf(torch.tensor([[0.0]]), torch.tensor([[1.0]]))) == pytest.approx(10 - 2 * cross, abs=1e-6)
+    # two points against one: h = (1 + 4 + 1) * 2 / 6 = 2, so the bandwidths double
+    x, y = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0]])
+    k = lambda d2: sum(math.exp(-d2 / (2 * b)) for b in (0.25, 0.5, 1, 2, 4))  # noqa: E731
+    expected = (2 * k(0) + 2 * k(4)) / 4 + k(0) - 2 * k(1)
+    assert float(mmd_rbf(x, y)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_mmd_rbf_is_zero_for_one_sample_and_separates_shifted_ones():
+    torch.manual_seed(0)
+    x = torch.randn(200, 8)
+    assert float(mmd_rbf(x, x)) == pytest.approx(0.0, abs=1e-6)
+    same, shifted = float(mmd_rbf(x, torch.randn(200, 8))), float(mmd_rbf(x, torch.randn(200, 8) + 1.0))
+    assert same < 0.1 < 0.5 < shifted
+    x.requires_grad_(True)
+    mmd_rbf(x, torch.randn(200, 8) + 1.0).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -32,12 +32,16 @@ from ptalign.reference import (
 )
 
 
-def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None, adversary=None, on_epoch_end=None) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None, adversary=None, on_epoch_end=None,
+          regularizer=None) -> Path:
     """Run ``cfg`` and return its run folder.
 
     adversary:    optional inner attack (see :class:`ptalign.integrity.tamper.SimulatedAttack`):
                   each micro-batch's loss is also taken at the attacked weights and its
                   gradient added (first-order meta-learning against harmful fine-tuning).
+    regularizer:  optional ``regularizer(scorer) -> (loss, figures)`` whose loss is added to every
+                  micro-batch's (for example :class:`ptalign.integrity.tamper.RepresentationNoise`);
+                  its figures are averaged into the step's metrics.
     on_epoch_end: optional ``callback(epoch, model)`` run on the main process after each epoch,
                   with the model in eval mode (for example to evaluate harm after each epoch).
     """
@@ -123,7 +127,12 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
                             # the attacked pass must not move a running-mean reference point
                             point_state = copy.deepcopy(tracker) if adv else tracker
                             out, point = _batch_loss(scorer, ref_scorer, model, loss_fn, batch, data, reference, point_state)
-                            accelerator.backward(out.losses.mean() * (adv.weight if adv else 1.0) / ga)
+                            loss = out.losses.mean() * (adv.weight if adv else 1.0)
+                            if regularizer is not None and adv is None:  # one backward with the clean loss
+                                extra, figures = regularizer(accelerator.unwrap_model(scorer))
+                                loss = loss + extra
+                                stats.add_figures(figures)
+                            accelerator.backward(loss / ga)
                     stats.add(out, point, batch, adversarial=adv is not None)
             grad_norm = accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm) if cfg.train.max_grad_norm > 0 else None
             optimizer.step()
@@ -202,7 +211,7 @@ class StepStats:
 
     def __init__(self):
         self.losses, self.chosen, self.rejected, self.points, self.tokens = [], [], [], [], 0
-        self.adversarial = []
+        self.adversarial, self.figures = [], {}
 
     def add(self, out: LossOutput, point: float | None, batch: dict, adversarial: bool = False) -> None:
         if adversarial:  # the loss at attacked weights: reported, not mixed into the clean figures
@@ -214,6 +223,10 @@ class StepStats:
         if point is not None:
             self.points.append(point)
         self.tokens += int(batch["attention_mask"].sum()) + int(batch.get("kl_attention_mask", torch.zeros(1)).sum())
+
+    def add_figures(self, figures: dict[str, float]) -> None:
+        for k, v in figures.items():
+            self.figures.setdefault(k, []).append(v)
 
     def summary(self, step, epoch, seconds, lr, grad_norm) -> dict:
         """Means over every process's examples (sums and counts are all-reduced)."""
@@ -232,6 +245,7 @@ class StepStats:
             row["reference_point"] = sum(self.points) / len(self.points)
         if self.adversarial:
             row["loss_after_attack"] = sum(self.adversarial) / len(self.adversarial)
+        row.update({k: sum(v) / len(v) for k, v in self.figures.items()})  # this process's micro-batches
         if grad_norm is not None:
             row["grad_norm"] = float(grad_norm)
         row.update(seconds=seconds, tokens=int(tokens), tokens_per_s=tokens / seconds, examples_per_s=n / seconds)
@@ -262,7 +276,8 @@ class MetricsLog:
 
 
 def _short(row: dict) -> str:
-    keys = [("loss", "loss"), ("rewards/chosen", "r+"), ("rewards/rejected", "r-"), ("reference_point", "kl"), ("tokens_per_s", "tok/s")]
+    keys = [("loss", "loss"), ("rewards/chosen", "r+"), ("rewards/rejected", "r-"), ("reference_point", "kl"), ("noise/mmd", "mmd"),
+            ("tokens_per_s", "tok/s")]
     return "  ".join(f"{short} {row[k]:.3g}" for k, short in keys if k in row)
 
 

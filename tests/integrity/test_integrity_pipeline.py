@@ -1,9 +1,11 @@
 """The integrity pipeline end to end on the tiny model: feedback, every alignment method,
-attacks, evaluation and the report; plus the attack-aware step's mechanics."""
+attacks, evaluation and the report; plus the mechanics of the attack-aware step and of the
+representation-noise term."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -141,6 +143,50 @@ def test_simulated_attack_restores_weights_and_keeps_grads_apart(tiny_model_dir,
         assert float(adv.attack_loss(scorer, batch)) < loss_before  # the attack lowers the harmful NLL
         assert all(p.grad is None for p in params)  # autograd.grad never touches .grad
     assert all(torch.equal(p, b) for p, b in zip(params, before))
+
+
+def test_representation_noise_pulls_harmful_states_toward_noise(tiny_model_dir, tmp_path, shared_data):
+    from ptalign.batches import prepare_data
+    from ptalign.data import save_feedback
+    from ptalign.integrity.recipes import simulated_attack_records
+    from ptalign.integrity.tamper import RepresentationNoise
+    from ptalign.losses import build_loss
+    from ptalign.models import load_model
+    from ptalign.reference import CompletionScorer
+
+    torch.manual_seed(0)
+    model, tok = load_model(str(tiny_model_dir))  # full-parameter: the tiny model's states are far from N(0, I)
+    path = tmp_path / "harm.jsonl"
+    save_feedback(simulated_attack_records(2, data_root=str(shared_data)), path)
+    data = prepare_data(str(path), tok, build_loss("sft"), 64, "keep_start", 2, 0)
+    noise = RepresentationNoise(data, tok.pad_token_id, 64, weight=1.0, ascent_weight=0.5, max_tokens=32)
+    scorer = CompletionScorer(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    figures = []
+    for _ in range(30):  # one batch of two examples, cycled
+        loss, fig = noise(scorer)
+        assert float(loss.detach()) == pytest.approx(fig["noise/mmd"] - 0.5 * math.log1p(fig["noise/nll"]), abs=1e-5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        figures.append(fig)
+    late = figures[-5:]
+    # hidden states moved toward N(0, I) (measured: 1.40 -> 0.57) and the harmful completions got less likely
+    assert sum(f["noise/mmd"] for f in late) / 5 < 0.6 * figures[0]["noise/mmd"]
+    assert min(f["noise/nll"] for f in late) > figures[0]["noise/nll"] + 1
+
+
+def test_align_with_representation_noise_logs_the_term(tiny_model_dir, tmp_path, shared_data):
+    from ptalign.integrity.recipes import AlignArgs, align
+
+    feedback_args = FeedbackArgs(refusals=4, helpful=4, harmful_compliance=4, benign_refusals=0, data_root=str(shared_data))
+    feedback = build_alignment_feedback(feedback_args, None, lambda text: False)
+    args = AlignArgs(method="kt-ipa-rn", epochs=1, batch_size=4, lora_r=4, attack_examples=4, max_length=96)
+    model = align(str(tiny_model_dir), tmp_path / "align", args, feedback_args, cache_dir=str(tmp_path / "cache"),
+                  feedback_data=feedback)
+    rows = [json.loads(line) for line in (tmp_path / "align" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(row["noise/mmd"] > 0 and row["noise/nll"] > 0 for row in rows)
+    assert (model / "model.safetensors").is_file()
 
 
 def test_run_experiment_writes_results_and_report(tiny_model_dir, tmp_path, shared_data, monkeypatch):

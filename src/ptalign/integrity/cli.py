@@ -36,7 +36,7 @@ def _run(fn):
 def align(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: feedback.jsonl, pairs.jsonl, run/ and the merged model/."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to align: 'embedded', a folder or a hub id."),
-    method: Optional[str] = typer.Option(None, "--method", help="sft, dpo, kto, kt-ipa (default) or kt-ipa-aa (attack-aware)."),
+    method: Optional[str] = typer.Option(None, "--method", help="sft, dpo, kto, kt-ipa (default), kt-ipa-aa (attack-aware) or kt-ipa-rn (representation noise)."),
     config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES, cache_dir: Optional[Path] = CACHE,
 ) -> None:
     """Align a model: refusals and helpful answers are gains, harmful compliance and over-refusal losses."""

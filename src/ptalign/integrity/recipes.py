@@ -269,7 +269,7 @@ def finalize(model: str, run: Path, out: Path, lora: bool, cache_dir: str | None
 
 # --------------------------------------------------------------------------- alignment
 
-METHODS = ("sft", "dpo", "kto", "kt-ipa", "kt-ipa-aa")
+METHODS = ("sft", "dpo", "kto", "kt-ipa", "kt-ipa-aa", "kt-ipa-rn")
 
 
 @dataclass
@@ -277,7 +277,8 @@ class AlignArgs:
     """Alignment: the method, the prospect-theoretic value function, the attack-aware step."""
 
     method: str = "kt-ipa"
-    """sft (on the gains), dpo (on the pairs), kto, kt-ipa (prospect), kt-ipa-aa (prospect, attack-aware)."""
+    """sft (on the gains), dpo (on the pairs), kto, kt-ipa (prospect), kt-ipa-aa (prospect, attack-aware),
+    kt-ipa-rn (prospect, plus representation noise on held-aside harmful completions)."""
     epochs: int = 2
     batch_size: int = 8
     learning_rate: float = 2e-4
@@ -292,6 +293,11 @@ class AlignArgs:
     """kt-ipa-aa: length of each simulated step (normalized gradient, as in Booster's harmful perturbation)."""
     attack_weight: float = 1.0
     attack_examples: int = 48
+    """kt-ipa-aa and kt-ipa-rn: held-aside harmful completions (drawn from the second half of hh-rlhf's harmful answers)."""
+    noise_weight: float = 1.0
+    """kt-ipa-rn: weight of the layer-averaged MMD between harmful completions' hidden states and Gaussian noise."""
+    noise_ascent: float = 0.1
+    """kt-ipa-rn: weight of the bounded ascent -log(1 + NLL) on the held-aside harmful completions."""
     lora: bool = True
     lora_r: int = 16
     max_length: int = 256
@@ -302,6 +308,8 @@ class AlignArgs:
             raise ValueError(f"align.method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("align.epochs must be >= 1 and align.batch_size >= 2")
+        if self.noise_weight < 0 or self.noise_ascent < 0:
+            raise ValueError("align.noise_weight and align.noise_ascent must be >= 0")
 
     def loss(self) -> dict:
         if self.method in ("sft", "dpo", "kto"):
@@ -341,7 +349,8 @@ def align(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, co
     data = out_dir / ("pairs.jsonl" if args.method == "dpo" else "feedback.jsonl")
     cfg = align_config(model, data, out_dir / "run", args, cache_dir)
     adversary = simulated_attack(model, out_dir, args, feedback, cache_dir) if args.method == "kt-ipa-aa" else None
-    run = train(cfg, console=console, adversary=adversary)
+    regularizer = representation_noise(model, out_dir, args, feedback, cache_dir) if args.method == "kt-ipa-rn" else None
+    run = train(cfg, console=console, adversary=adversary, regularizer=regularizer)
     return finalize(model, run, out_dir / "model", lora=args.lora, cache_dir=cache_dir)
 
 
@@ -363,10 +372,9 @@ def sample_feedback(model: str, feedback: FeedbackArgs, console: Console, cache_
     return result
 
 
-def simulated_attack(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None):
-    """The attack-aware step's harmful data, tokenized like the run's."""
+def held_aside_harmful(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None):
+    """``(data, pad_id)``: the held-aside harmful completions, saved to ``out_dir`` and tokenized like the run's."""
     from ptalign.batches import prepare_data
-    from ptalign.integrity.tamper import SimulatedAttack
     from ptalign.losses import build_loss
     from ptalign.models import load_tokenizer
 
@@ -374,5 +382,22 @@ def simulated_attack(model: str, out_dir: Path, args: AlignArgs, feedback: Feedb
     save_feedback(simulated_attack_records(args.attack_examples, seed=args.seed + 1, data_root=feedback.data_root), path)
     tokenizer = load_tokenizer(model, cache_dir=cache_dir)
     data = prepare_data(str(path), tokenizer, build_loss("sft"), args.max_length, "keep_start", args.batch_size, args.seed)
-    return SimulatedAttack(data, tokenizer.pad_token_id, args.max_length, steps=args.attack_steps,
-                           radius=args.attack_radius, weight=args.attack_weight)
+    return data, tokenizer.pad_token_id
+
+
+def simulated_attack(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None):
+    """The attack-aware step (kt-ipa-aa) on the held-aside harmful completions."""
+    from ptalign.integrity.tamper import SimulatedAttack
+
+    data, pad_id = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
+    return SimulatedAttack(data, pad_id, args.max_length, steps=args.attack_steps, radius=args.attack_radius,
+                           weight=args.attack_weight)
+
+
+def representation_noise(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None):
+    """The representation-noise term (kt-ipa-rn) on the held-aside harmful completions."""
+    from ptalign.integrity.tamper import RepresentationNoise
+
+    data, pad_id = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
+    return RepresentationNoise(data, pad_id, args.max_length, weight=args.noise_weight, ascent_weight=args.noise_ascent,
+                               seed=args.seed)

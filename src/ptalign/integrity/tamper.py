@@ -1,4 +1,4 @@
-"""Attack-aware alignment: a simulated harmful fine-tuning step inside each training step.
+"""Alignment that anticipates harmful fine-tuning: a simulated attack, or representation noise.
 
 During alignment, ``SimulatedAttack.attacked`` moves the trainable weights theta a few
 normalized gradient steps down the harmful-data loss (what a malicious user's fine-tuning
@@ -10,6 +10,14 @@ lets the trainer take the alignment loss at theta' and add its gradient to the s
 restores theta. The update is first order (d theta' / d theta taken as the identity, as in
 first-order MAML and the tamper-resistant training of Tamirisa et al. 2024): the model is
 pushed toward weights from which a short harmful fine-tune still lands on refusals.
+
+``RepresentationNoise`` is the other family of defences (RepNoise, Rosati et al. 2024): an extra
+loss on held-aside harmful completions that pulls their hidden states, at every layer, toward
+Gaussian noise and pushes their likelihood down with a bounded ascent, so that the information a
+harmful fine-tune would need is no longer in the representations to be recovered:
+
+    L_noise = weight * mean_l MMD^2(h_l(harmful completion tokens), N(0, I))
+              - ascent_weight * log(1 + NLL(harmful completions))
 """
 
 from __future__ import annotations
@@ -24,27 +32,34 @@ from ptalign.batches import TrainData, collate_batch
 
 
 @dataclass
-class SimulatedAttack:
-    """A few SGD steps of supervised fine-tuning on held-aside harmful completions.
-
-    data:       harmful prompt/completion pairs (an SFT ``TrainData``), cycled batch by batch
-    steps:      normalized gradient steps per simulated attack
-    radius:     rho, the length of each step in parameter space (no optimizer state is kept)
-    weight:     the weight of the loss at the attacked weights, relative to the clean loss
-    """
+class HarmfulBatches:
+    """Held-aside harmful prompt/completion pairs (an SFT ``TrainData``), cycled batch by batch."""
 
     data: TrainData
     pad_id: int
     max_length: int
-    steps: int = 1
-    radius: float = 0.5
-    weight: float = 1.0
-    _cursor: int = 0
+
+    def __post_init__(self):
+        self._cursor = 0
 
     def next_batch(self, device) -> dict[str, torch.Tensor]:
         batch = self.data.batches[self._cursor % len(self.data.batches)]
         self._cursor += 1
         return {k: v.to(device) for k, v in collate_batch(self.data, batch, self.pad_id, self.max_length).items()}
+
+
+@dataclass
+class SimulatedAttack(HarmfulBatches):
+    """A few SGD steps of supervised fine-tuning on held-aside harmful completions.
+
+    steps:      normalized gradient steps per simulated attack
+    radius:     rho, the length of each step in parameter space (no optimizer state is kept)
+    weight:     the weight of the loss at the attacked weights, relative to the clean loss
+    """
+
+    steps: int = 1
+    radius: float = 0.5
+    weight: float = 1.0
 
     def attack_loss(self, scorer, batch) -> torch.Tensor:
         """Mean token negative log-likelihood of the harmful completions (the attacker's SFT loss)."""
@@ -73,3 +88,41 @@ class SimulatedAttack:
             with torch.no_grad():
                 for p, s in zip(params, saved):
                     p.copy_(s)
+
+
+@dataclass
+class RepresentationNoise(HarmfulBatches):
+    """The RepNoise-style term of the module docstring, on one harmful batch per call.
+
+    weight:        weight of the layer-averaged MMD to standard Gaussian noise
+    ascent_weight: weight of the bounded ascent ``-log(1 + NLL)`` on the harmful completions
+    max_tokens:    completion tokens per layer entering the MMD (a seeded random subset; the
+                   kernel matrix is quadratic in it)
+    """
+
+    weight: float = 1.0
+    ascent_weight: float = 0.1
+    max_tokens: int = 256
+    seed: int = 0
+
+    def __call__(self, scorer) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(loss, figures)`` for the next harmful batch; ``scorer`` is the trainer's ``CompletionScorer``."""
+        from ptalign.ops import mmd_rbf, sequence_logps
+
+        device = next(scorer.parameters()).device
+        batch = self.next_batch(device)
+        base = scorer.base()
+        out = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 output_hidden_states=True, use_cache=False)
+        rows, cols = batch["completion_mask"].bool().nonzero(as_tuple=True)
+        generator = torch.Generator().manual_seed(self.seed + self._cursor)
+        keep = torch.randperm(len(rows), generator=generator)[: self.max_tokens].to(device)
+        rows, cols = rows[keep], cols[keep]
+        layers = out.hidden_states[1:]  # the residual stream after each block (the last one normed)
+        noise = torch.randn(len(rows), layers[0].shape[-1], generator=generator).to(device)
+        mmd = torch.stack([mmd_rbf(h[rows, cols], noise) for h in layers]).mean()
+        logps, n_tokens = sequence_logps(out.last_hidden_state, base.get_output_embeddings(), batch["input_ids"],
+                                         batch["completion_mask"])
+        nll = -(logps.sum() / n_tokens.sum().clamp(min=1))
+        loss = self.weight * mmd - self.ascent_weight * torch.log1p(nll)
+        return loss, {"noise/mmd": float(mmd.detach()), "noise/nll": float(nll.detach())}
