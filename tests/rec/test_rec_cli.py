@@ -77,7 +77,7 @@ def test_eval_without_anything_fails_clearly(relevance_file, tmp_path):
     assert result.exit_code == 2 and "nothing to evaluate" in result.output
 
 
-def test_query_likelihood_run_is_evaluated_with_its_utility(tiny_model_dir, relevance_file, tmp_path):
+def test_query_likelihood_run_is_evaluated_and_ranks_with_its_utility(tiny_model_dir, relevance_file, tmp_path, monkeypatch):
     from ptalign.models import load_model
     from ptalign.rec.buyer import Buyer
     from ptalign.rec.data import load_relevance_jsonl
@@ -105,6 +105,17 @@ def test_query_likelihood_run_is_evaluated_with_its_utility(tiny_model_dir, rele
         assert result.exit_code == 0, result.output
         tau = json.loads((out / "metrics.json").read_text())["methods"]["ql"]["kendall_tau"]
         assert tau == pytest.approx(expected[utility], abs=1e-6), utility
+    # rec rank on the run: its utility, and no seller unless asked (it was trained without one)
+    import ptalign.rec.selfalign as selfalign
+
+    seen, load_roles = [], selfalign.load_roles
+    monkeypatch.setattr(selfalign, "load_roles", lambda spec, seller, *a, **k: seen.append((seller, k["utility"])) or
+                        load_roles(spec, seller, *a, **k))
+    for extra in ([], ["--seller"]):
+        result = CliRunner().invoke(app, ["rec", "rank", "--query", "cordless drill", "--model", str(run), "--description-tokens",
+                                          "4", "--cache-dir", str(tmp_path / "cache"), *extra])
+        assert result.exit_code == 0, result.output
+    assert seen == [(False, "query-likelihood"), (True, "query-likelihood")]
 
 
 def test_query_likelihood_needs_a_reference_method(relevance_file, tmp_path):

@@ -275,3 +275,39 @@ def test_llm_backend_ranks_with_buyer_utilities_and_seller_descriptions(make_tin
         assert [by_id[p.product_id] for p in products] == pytest.approx(expected, abs=1e-4)
         assert c.post("/v1/rank", json={"query": "cordless drill"}).status_code == 200  # catalog path
         assert c.post("/v1/generate", json={"message": "hi", "max_new_tokens": 2}).status_code == 200
+
+
+def test_llm_backend_serves_a_rec_run_with_its_utility_and_seller_setting(make_tiny_app, tiny_model_dir, tmp_path):
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from ptalign.serve.backends import llm_rec_available
+
+    if not llm_rec_available():
+        pytest.skip("ptalign.rec.seller / ptalign.rec.buyer are not in this install")
+    from ptalign.rec.buyer import Buyer
+
+    run = tmp_path / "rec-run"  # what `ptalign rec train --method prospect-ref --utility query-likelihood` leaves
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"model": str(tiny_model_dir), "method": "prospect-ref", "seller": False,
+                                                  "utility": "query-likelihood"}))
+    app = make_tiny_app(model=str(run), ranker="llm", first_stage_k=4)
+    assert app.state.backend.settings == {"utility": "query-likelihood", "seller": False}
+    assert app.state.backend.seller is None
+    with TestClient(app) as c:
+        assert c.get("/health").json()["ranker_settings"] == {"utility": "query-likelihood", "seller": False}
+        body = c.post("/v1/rank", json={"query": "cordless drill", "candidates": DRILLS}).json()
+        buyer = Buyer(app.state.backend.buyer.model, app.state.backend.buyer.tokenizer, utility="query-likelihood")
+        products = [Product(**d) for d in DRILLS]
+        expected = buyer.utilities("cordless drill", products, [None] * len(products))
+        by_id = {x["product"]["product_id"]: x["utility"] for x in body["results"]}
+        assert [by_id[p.product_id] for p in products] == pytest.approx(expected, abs=1e-4)
+        assert expected != pytest.approx(Buyer(buyer.model, buyer.tokenizer).utilities("cordless drill", products), abs=1e-3)
+    # explicit settings win over the run's; a plain model with query likelihood gets no seller by default
+    assert make_tiny_app(model=str(run), ranker="llm", utility="yes-no").state.backend.settings == {"utility": "yes-no",
+                                                                                                   "seller": False}
+    assert make_tiny_app(ranker="llm", utility="query-likelihood").state.backend.settings["seller"] is False
+    assert make_tiny_app(ranker="llm").state.backend.settings == {"utility": "yes-no", "seller": True}
+    with pytest.raises(ValueError, match="utility must be yes-no or query-likelihood"):
+        ServeConfig(utility="likelihood")

@@ -47,3 +47,10 @@ def test_unknown_ranker_fails_listing_the_known_ones(tiny_model_dir):
                           timeout=60)
     assert done.returncode == 2
     assert "unknown ranking backend 'nope'; known: bm25, llm, minilm" in " ".join(done.stderr.split())
+
+
+def test_unknown_utility_fails_naming_the_choices():
+    done = subprocess.run(serve_command("--model", "none", "--utility", "likelihood"), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert "utility must be yes-no or query-likelihood, got 'likelihood'" in " ".join(done.stderr.split())

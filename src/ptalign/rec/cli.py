@@ -118,7 +118,8 @@ def rank(
     model: str = typer.Option("embedded", help="A `rec train` folder, a model folder or embedded."),
     first_stage: int = typer.Option(20, help="BM25 candidates passed to the reranker."),
     top_k: int = typer.Option(10, help="Products to print."),
-    seller: bool = typer.Option(True, "--seller/--no-seller", help="Write a tailored description of each candidate."),
+    seller: Optional[bool] = typer.Option(None, "--seller/--no-seller", help="Write a tailored description of each candidate "
+                                          "(default: as the run was trained; else on for yes-no, off for query-likelihood)."),
     description_tokens: int = typer.Option(40, help="Length cap of seller descriptions."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="ptalign cache location."),
     utility: Optional[str] = typer.Option(None, help="Buyer utility, yes-no or query-likelihood (default: as the run was trained; else yes-no)."),
@@ -132,14 +133,16 @@ def rank(
     from ptalign.rec.baselines import BM25Index
     from ptalign.rec.buyer import prospect_values
     from ptalign.rec.data import demo_catalog_path, load_catalog
-    from ptalign.rec.selfalign import load_roles, resolve_ranker_model
+    from ptalign.rec.selfalign import default_seller, load_roles, resolve_ranker_model
 
     try:
         products = load_catalog(catalog or demo_catalog_path())
         hits = BM25Index(products).search(query, k=first_stage)
-        spec, _, trained_utility = resolve_ranker_model(model)
+        spec, trained_seller, trained_utility = resolve_ranker_model(model)
+        utility = utility or trained_utility or "yes-no"
+        seller = seller if seller is not None else default_seller(trained_seller, utility)
         buyer, seller_role = load_roles(spec, seller, description_tokens, cache_dir=str(cache_dir) if cache_dir else None,
-                                        utility=utility or trained_utility or "yes-no")
+                                        utility=utility)
         candidates = [h.product for h in hits]
         descriptions = seller_role.describe([(query, p) for p in candidates]) if seller_role else [None] * len(candidates)
         utilities = buyer.utilities(query, candidates, descriptions)

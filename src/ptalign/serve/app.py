@@ -65,6 +65,16 @@ def load_catalogs(specs: Sequence[str]) -> dict[str, Catalog]:
     return catalogs
 
 
+def ranker_model(spec: str) -> tuple[str, bool | None, str | None]:
+    """A ``ptalign rec train`` folder -> (its final model, whether it was trained with the seller,
+    its buyer utility); any other spec -> (spec, None, None)."""
+    if spec != "none" and (Path(spec).expanduser() / "summary.json").is_file():
+        from ptalign.rec.selfalign import resolve_ranker_model
+
+        return resolve_ranker_model(str(Path(spec).expanduser()))
+    return spec, None, None
+
+
 def _missing_extra(err: ImportError) -> ImportError:
     return ImportError(f"the service needs fastapi and uvicorn: pip install 'ptalign[serve]' ({err})")
 
@@ -74,14 +84,19 @@ def build_app(config: ServeConfig) -> "FastAPI":
 
     ``config.model == "none"`` serves ranking only (generation answers 503).
     """
+    from ptalign.rec.selfalign import default_seller
+
     generator, model, tokenizer = None, None, None
-    if config.model != "none":
+    spec, trained_seller, trained_utility = ranker_model(config.model)
+    if spec != "none":
         from ptalign.models import load_model
 
-        model, tokenizer = load_model(config.model)
+        model, tokenizer = load_model(spec)
         model.eval()
         generator = GuardedGenerator(model, tokenizer, load_judge(config.judge), policy=config.guard)
-    backend = build_backend(config.ranker, model=model, tokenizer=tokenizer, model_spec=config.model)
+    utility = config.utility or trained_utility or "yes-no"
+    seller = config.seller if config.seller is not None else default_seller(trained_seller, utility)
+    backend = build_backend(config.ranker, model=model, tokenizer=tokenizer, model_spec=spec, utility=utility, seller=seller)
     return create_app(backend, generator, load_catalogs(config.catalogs), config)
 
 
@@ -202,6 +217,7 @@ def create_app(backend: RankingBackend, generator: GuardedGenerator | None, cata
         """Liveness, what is loaded, the limits, and micro-batching counters."""
         return {
             "status": "ok", "model": config.model if generator else None, "ranker": backend.name,
+            "ranker_settings": getattr(backend, "settings", {}),
             "judge": getattr(generator.judge, "name", None) if generator else None, "guard": config.guard,
             "catalogs": {name: len(c.products) for name, c in catalogs.items()}, "default_catalog": default_catalog,
             "limits": {k: getattr(config, k) for k in ("max_candidates", "max_text_chars", "max_body_bytes",

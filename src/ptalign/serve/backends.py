@@ -146,9 +146,11 @@ class LLMBackend:
     on the served model.
 
     One batch of requests is one seller generation call over all of their (query, product)
-    pairs (descriptions cached on disk by content hash), then one shared-prefix buyer pass per
-    query. ``utility`` is the buyer's log-odds of "yes, I would buy this"; within a query the
-    order is that of the prospect value v(u - z_q), which is increasing in u.
+    pairs (descriptions cached on disk by content hash), then one buyer pass per query
+    (shared-prefix for the ``yes-no`` utility). ``utility`` is the buyer's log-odds of "yes, I
+    would buy this", or with ``utility="query-likelihood"`` the mean log-probability of the query
+    given the product; within a query the order is that of the prospect value v(u - z_q), which is
+    increasing in u.
     """
 
     name = "llm"
@@ -157,7 +159,7 @@ class LLMBackend:
 
     def __init__(self, model: "PreTrainedModel | None" = None, tokenizer: "PreTrainedTokenizerBase | None" = None,
                  model_spec: str | None = None, description_tokens: int = 40, batch_size: int = 16,
-                 use_seller: bool = True, **_: Any):
+                 seller: bool = True, utility: str = "yes-no", **_: Any):
         if not llm_rec_available():
             raise ImportError(
                 "the 'llm' ranking backend needs ptalign.rec.seller and ptalign.rec.buyer (the seller/buyer "
@@ -168,9 +170,10 @@ class LLMBackend:
         from ptalign.rec.buyer import Buyer
         from ptalign.rec.seller import DescriptionCache, Seller, default_cache_dir
 
-        self.buyer = Buyer(model, tokenizer, batch_size=batch_size)
+        self.buyer = Buyer(model, tokenizer, batch_size=batch_size, utility=utility)
+        self.settings = {"utility": utility, "seller": bool(seller)}
         self.seller = None
-        if use_seller:
+        if seller:
             # The disk cache is keyed by the weights' identity; weights known only in memory get none.
             known = model_spec is not None and model_spec != "none"
             self.seller = Seller(model, tokenizer, _model_id(model_spec) if known else "in-memory",
@@ -199,6 +202,8 @@ def _model_id(spec: str) -> str:
     return json.dumps(model_identity(resolve_model(spec), "float32"), sort_keys=True)
 
 
-def build_backend(name: str, model: Any = None, tokenizer: Any = None, model_spec: str | None = None) -> RankingBackend:
-    """A ready backend by name; unknown names fail listing the known ones."""
-    return RANKING_BACKENDS.get(name)(model=model, tokenizer=tokenizer, model_spec=model_spec)
+def build_backend(name: str, model: Any = None, tokenizer: Any = None, model_spec: str | None = None,
+                  **settings: Any) -> RankingBackend:
+    """A ready backend by name (``settings``: backend options such as the llm ranker's ``utility``
+    and ``seller``, ignored by backends without them); unknown names fail listing the known ones."""
+    return RANKING_BACKENDS.get(name)(model=model, tokenizer=tokenizer, model_spec=model_spec, **settings)

@@ -16,9 +16,11 @@ def _fail(message: str) -> None:
 
 
 def serve(
-    model: str = typer.Option("embedded", "--model", help="Model for /v1/generate and the llm ranker: 'embedded', a folder written by 'ptalign export', any HF folder, or 'none' (ranking only)."),
+    model: str = typer.Option("embedded", "--model", help="Model for /v1/generate and the llm ranker: 'embedded', a folder written by 'ptalign export', a 'ptalign rec train' folder, any HF folder, or 'none' (ranking only)."),
     catalog: Optional[list[str]] = typer.Option(None, "--catalog", help="Product catalog JSONL to search (repeatable; named by file stem). Default: the shipped demo catalog ('demo')."),
     ranker: str = typer.Option("minilm", "--ranker", help="Reranker after the BM25 first stage: bm25, minilm or llm."),
+    utility: Optional[str] = typer.Option(None, "--utility", help="llm ranker's buyer utility: yes-no or query-likelihood (default: as a `rec train` --model was trained, else yes-no)."),
+    seller: Optional[bool] = typer.Option(None, "--seller/--no-seller", help="llm ranker writes seller descriptions (default: as a `rec train` --model was trained, else on for yes-no, off for query-likelihood)."),
     judge: str = typer.Option("auto", "--judge", help="Harm judge for generation: keyword, minilm, or auto (minilm when it loads, else keyword)."),
     guard: str = typer.Option("block", "--guard", help="block: replace answers judged harmful by a refusal; flag: return them with the verdict."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default; 0.0.0.0 exposes the model to the network)."),
@@ -43,7 +45,8 @@ def serve(
     except ImportError as err:
         _fail(f"ptalign serve needs the serve extra: pip install 'ptalign[serve]' ({err})")
     try:
-        config = ServeConfig(model=model, catalogs=list(catalog or ["demo"]), ranker=ranker, judge=judge, guard=guard,
+        config = ServeConfig(model=model, catalogs=list(catalog or ["demo"]), ranker=ranker, utility=utility, seller=seller,
+                             judge=judge, guard=guard,
                              host=host, port=port, max_candidates=max_candidates, max_text_chars=max_text_chars,
                              max_new_tokens=max_new_tokens, request_timeout_s=request_timeout,
                              batch_window_ms=batch_window_ms, max_batch=max_batch)

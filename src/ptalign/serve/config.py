@@ -10,11 +10,19 @@ class ServeConfig:
     """What ``ptalign serve`` loads and the limits it enforces on every request."""
 
     model: str = "embedded"
-    """Model for guarded generation: ``"embedded"``, an exported run folder, or any HF folder."""
+    """Model for guarded generation and the llm ranker: ``"embedded"``, an exported run folder, a
+    ``ptalign rec train`` folder (its final model, seller setting and buyer utility), or any HF folder."""
     catalogs: list[str] = field(default_factory=lambda: ["demo"])
     """Catalog JSONL files to load (``"demo"`` = the shipped demo catalog); each is named by its file stem."""
     ranker: str = "minilm"
     """Reranking backend after the BM25 first stage (see ``RANKING_BACKENDS``: bm25, minilm, llm)."""
+    utility: str | None = None
+    """The llm ranker's buyer utility, ``yes-no`` or ``query-likelihood``; default: what a ``rec train``
+    run was trained with, else ``yes-no``."""
+    seller: bool | None = None
+    """Whether the llm ranker writes seller descriptions; default: as a ``rec train`` run was trained,
+    else on for the ``yes-no`` utility and off for ``query-likelihood`` (the seller repeats the search,
+    and the query's likelihood given its own words measures the description, not the product)."""
     judge: str = "auto"
     """Harm judge for generation: keyword, minilm, or auto (minilm when it can load, else keyword)."""
     guard: str = "block"
@@ -50,5 +58,7 @@ class ServeConfig:
             raise ValueError("request_timeout_s must be > 0 and batch_window_ms >= 0")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.utility not in (None, "yes-no", "query-likelihood"):
+            raise ValueError(f"utility must be yes-no or query-likelihood, got {self.utility!r}")
         if not self.catalogs:
             raise ValueError("load at least one catalog (the demo catalog is 'demo')")
