@@ -1,10 +1,10 @@
 """KT-IPA benchmark: safety alignment methods side by side, before and after harmful fine-tuning.
 
 Runs ``ptalign integrity run`` on configs/integrity_benchmark.yaml (embedded SmolLM2-135M;
-methods none, sft, dpo, kto, kt-ipa, kt-ipa-aa; the p=0.1 mixed SST-2 attack and the pure
-harmful attack; HS by refusal keywords: any non-refusal of a harmful prompt counts), then writes
-benchmarks/results/integrity_kt_ipa.json with the goals checked and the Booster paper's
-Table 1 (Llama-2-7B, p=0.1) as the anchor, and prints the table.
+methods none, sft, dpo, kto, kt-ipa, kt-ipa-aa, and kt-ipa-rn by override; the p=0.1 mixed
+SST-2 attack and the pure harmful attack; HS by refusal keywords: any non-refusal of a harmful
+prompt counts), then writes benchmarks/results/integrity_kt_ipa.json with the goals checked and
+the Booster paper's Table 1 (Llama-2-7B, p=0.1) as the anchor, and prints the table.
 
     .venv/bin/python benchmarks/integrity_kt_ipa.py                       # the full run (long: see README)
     .venv/bin/python benchmarks/integrity_kt_ipa.py methods=none,kt-ipa   # any config override

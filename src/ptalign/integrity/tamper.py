@@ -100,7 +100,7 @@ class RepresentationNoise(HarmfulBatches):
                    kernel matrix is quadratic in it)
     """
 
-    weight: float = 1.0
+    weight: float = 0.1
     ascent_weight: float = 0.1
     max_tokens: int = 256
     seed: int = 0
