@@ -181,12 +181,20 @@ def test_align_with_representation_noise_logs_the_term(tiny_model_dir, tmp_path,
 
     feedback_args = FeedbackArgs(refusals=4, helpful=4, harmful_compliance=4, benign_refusals=0, data_root=str(shared_data))
     feedback = build_alignment_feedback(feedback_args, None, lambda text: False)
-    args = AlignArgs(method="kt-ipa-rn", epochs=1, batch_size=4, lora_r=4, attack_examples=4, max_length=96)
-    model = align(str(tiny_model_dir), tmp_path / "align", args, feedback_args, cache_dir=str(tmp_path / "cache"),
-                  feedback_data=feedback)
-    rows = [json.loads(line) for line in (tmp_path / "align" / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 and all(row["noise/mmd"] > 0 and row["noise/nll"] > 0 for row in rows)
-    assert (model / "model.safetensors").is_file()
+    for retain in (0.0, 1.0):
+        out = tmp_path / f"align-{retain}"
+        args = AlignArgs(method="kt-ipa-rn", epochs=1, batch_size=4, lora_r=4, attack_examples=4, max_length=96,
+                         noise_retain=retain)
+        model = align(str(tiny_model_dir), out, args, feedback_args, cache_dir=str(tmp_path / "cache"), feedback_data=feedback)
+        rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert len(rows) == 3 and all(row["noise/mmd"] > 0 and row["noise/nll"] > 0 for row in rows)
+        assert all(("noise/retain_nll" in row) == (retain > 0) for row in rows)
+        assert (model / "model.safetensors").is_file()
+    # the retain term reads the feedback's gains only
+    kept = load_feedback(tmp_path / "align-1.0" / "retain.jsonl")
+    assert len(kept) == 8 and all(e.label for e in kept)
+    with pytest.raises(ValueError, match="noise_retain must be >= 0"):
+        AlignArgs(method="kt-ipa-rn", noise_retain=-1.0)
 
 
 def test_run_experiment_writes_results_and_report(tiny_model_dir, tmp_path, shared_data, monkeypatch):

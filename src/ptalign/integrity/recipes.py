@@ -300,6 +300,9 @@ class AlignArgs:
     within 60: once the bounded prospect loss saturates, nothing holds the model against the noise term)."""
     noise_ascent: float = 0.1
     """kt-ipa-rn: weight of the bounded ascent -log(1 + NLL) on the held-aside harmful completions."""
+    noise_retain: float = 0.0
+    """kt-ipa-rn: weight of the mean token NLL of the feedback's desirable completions (RepNoise's harmless-data
+    term), taken with the noise term on a batch of its own; it holds the model where the bounded prospect loss cannot."""
     lora: bool = True
     lora_r: int = 16
     max_length: int = 256
@@ -310,8 +313,8 @@ class AlignArgs:
             raise ValueError(f"align.method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("align.epochs must be >= 1 and align.batch_size >= 2")
-        if self.noise_weight < 0 or self.noise_ascent < 0:
-            raise ValueError("align.noise_weight and align.noise_ascent must be >= 0")
+        if self.noise_weight < 0 or self.noise_ascent < 0 or self.noise_retain < 0:
+            raise ValueError("align.noise_weight, align.noise_ascent and align.noise_retain must be >= 0")
 
     def loss(self) -> dict:
         if self.method in ("sft", "dpo", "kto"):
@@ -351,7 +354,8 @@ def align(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, co
     data = out_dir / ("pairs.jsonl" if args.method == "dpo" else "feedback.jsonl")
     cfg = align_config(model, data, out_dir / "run", args, cache_dir)
     adversary = simulated_attack(model, out_dir, args, feedback, cache_dir) if args.method == "kt-ipa-aa" else None
-    regularizer = representation_noise(model, out_dir, args, feedback, cache_dir) if args.method == "kt-ipa-rn" else None
+    regularizer = (representation_noise(model, out_dir, args, feedback, cache_dir, feedback_data)
+                   if args.method == "kt-ipa-rn" else None)
     run = train(cfg, console=console, adversary=adversary, regularizer=regularizer)
     return finalize(model, run, out_dir / "model", lora=args.lora, cache_dir=cache_dir)
 
@@ -396,10 +400,22 @@ def simulated_attack(model: str, out_dir: Path, args: AlignArgs, feedback: Feedb
                            weight=args.attack_weight)
 
 
-def representation_noise(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None):
-    """The representation-noise term (kt-ipa-rn) on the held-aside harmful completions."""
+def representation_noise(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None,
+                         feedback_data: AlignmentFeedback | None = None):
+    """The representation-noise term (kt-ipa-rn) on the held-aside harmful completions, with the
+    retain term on the feedback's desirable completions when ``args.noise_retain`` > 0."""
+    from ptalign.batches import prepare_data
     from ptalign.integrity.tamper import RepresentationNoise
+    from ptalign.losses import build_loss
+    from ptalign.models import load_tokenizer
 
     data, pad_id = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
+    retain = None
+    gains = [e for e in (feedback_data.unpaired if feedback_data else []) if e.label]
+    if args.noise_retain > 0 and gains:
+        path = out_dir / "retain.jsonl"
+        save_feedback(gains, path)
+        retain = prepare_data(str(path), load_tokenizer(model, cache_dir=cache_dir), build_loss("sft"), args.max_length,
+                              "keep_start", args.batch_size, args.seed)
     return RepresentationNoise(data, pad_id, args.max_length, weight=args.noise_weight, ascent_weight=args.noise_ascent,
-                               seed=args.seed)
+                               seed=args.seed, retain=retain, retain_weight=args.noise_retain)

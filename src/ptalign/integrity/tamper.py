@@ -18,6 +18,11 @@ harmful fine-tune would need is no longer in the representations to be recovered
 
     L_noise = weight * mean_l MMD^2(h_l(harmful completion tokens), N(0, I))
               - ascent_weight * log(1 + NLL(harmful completions))
+              + retain_weight * NLL(desirable completions)
+
+The last term is RepNoise's likelihood on harmless data: unlike the bounded prospect loss, whose
+value saturates once the model has moved far, it keeps pulling the model back to its good
+answers, so the noise term cannot take the whole model with it.
 """
 
 from __future__ import annotations
@@ -98,12 +103,16 @@ class RepresentationNoise(HarmfulBatches):
     ascent_weight: weight of the bounded ascent ``-log(1 + NLL)`` on the harmful completions
     max_tokens:    completion tokens per layer entering the MMD (a seeded random subset; the
                    kernel matrix is quadratic in it)
+    retain:        desirable prompt/completion pairs (an SFT ``TrainData``) for the retain term
+    retain_weight: weight of their mean token NLL (0: no retain pass)
     """
 
     weight: float = 0.1
     ascent_weight: float = 0.1
     max_tokens: int = 256
     seed: int = 0
+    retain: TrainData | None = None
+    retain_weight: float = 0.0
 
     def __call__(self, scorer) -> tuple[torch.Tensor, dict[str, float]]:
         """``(loss, figures)`` for the next harmful batch; ``scorer`` is the trainer's ``CompletionScorer``."""
@@ -125,4 +134,12 @@ class RepresentationNoise(HarmfulBatches):
                                          batch["completion_mask"])
         nll = -(logps.sum() / n_tokens.sum().clamp(min=1))
         loss = self.weight * mmd - self.ascent_weight * torch.log1p(nll)
-        return loss, {"noise/mmd": float(mmd.detach()), "noise/nll": float(nll.detach())}
+        figures = {"noise/mmd": float(mmd.detach()), "noise/nll": float(nll.detach())}
+        if self.retain is not None and self.retain_weight > 0:
+            ids = self.retain.batches[(self._cursor - 1) % len(self.retain.batches)]
+            good = {k: v.to(device) for k, v in collate_batch(self.retain, ids, self.pad_id, self.max_length).items()}
+            logps, n_tokens = scorer(good["input_ids"], good["attention_mask"], good["completion_mask"])
+            retain_nll = -(logps.sum() / n_tokens.sum().clamp(min=1))
+            loss = loss + self.retain_weight * retain_nll
+            figures["noise/retain_nll"] = float(retain_nll.detach())
+        return loss, figures
