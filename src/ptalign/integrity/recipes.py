@@ -378,44 +378,45 @@ def sample_feedback(model: str, feedback: FeedbackArgs, console: Console, cache_
     return result
 
 
-def held_aside_harmful(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None):
-    """``(data, pad_id)``: the held-aside harmful completions, saved to ``out_dir`` and tokenized like the run's."""
+def side_batches(records: list[FeedbackExample], path: Path, model: str, args: AlignArgs, cache_dir: str | None = None):
+    """``records`` saved to ``path`` and tokenized like the run's, as cycled SFT batches."""
     from ptalign.batches import prepare_data
+    from ptalign.integrity.tamper import CycledBatches
     from ptalign.losses import build_loss
     from ptalign.models import load_tokenizer
 
-    path = out_dir / "simulated_attack.jsonl"
-    save_feedback(simulated_attack_records(args.attack_examples, seed=args.seed + 1, data_root=feedback.data_root), path)
+    save_feedback(records, path)
     tokenizer = load_tokenizer(model, cache_dir=cache_dir)
     data = prepare_data(str(path), tokenizer, build_loss("sft"), args.max_length, "keep_start", args.batch_size, args.seed)
-    return data, tokenizer.pad_token_id
+    return CycledBatches(data, tokenizer.pad_token_id, args.max_length)
+
+
+def held_aside_harmful(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None):
+    """The held-aside harmful completions of kt-ipa-aa and kt-ipa-rn, saved to ``out_dir``."""
+    records = simulated_attack_records(args.attack_examples, seed=args.seed + 1, data_root=feedback.data_root)
+    return side_batches(records, out_dir / "simulated_attack.jsonl", model, args, cache_dir)
 
 
 def simulated_attack(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None):
     """The attack-aware step (kt-ipa-aa) on the held-aside harmful completions."""
     from ptalign.integrity.tamper import SimulatedAttack
 
-    data, pad_id = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
-    return SimulatedAttack(data, pad_id, args.max_length, steps=args.attack_steps, radius=args.attack_radius,
-                           weight=args.attack_weight)
+    harmful = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
+    return SimulatedAttack(harmful.data, harmful.pad_id, args.max_length, steps=args.attack_steps,
+                           radius=args.attack_radius, weight=args.attack_weight)
 
 
 def representation_noise(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None,
                          feedback_data: AlignmentFeedback | None = None):
     """The representation-noise term (kt-ipa-rn) on the held-aside harmful completions, with the
     retain term on the feedback's desirable completions when ``args.noise_retain`` > 0."""
-    from ptalign.batches import prepare_data
     from ptalign.integrity.tamper import RepresentationNoise
-    from ptalign.losses import build_loss
-    from ptalign.models import load_tokenizer
 
-    data, pad_id = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
-    retain = None
+    harmful = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
     gains = [e for e in (feedback_data.unpaired if feedback_data else []) if e.label]
+    retain = None
     if args.noise_retain > 0 and gains:
-        path = out_dir / "retain.jsonl"
-        save_feedback(gains, path)
-        retain = prepare_data(str(path), load_tokenizer(model, cache_dir=cache_dir), build_loss("sft"), args.max_length,
-                              "keep_start", args.batch_size, args.seed)
-    return RepresentationNoise(data, pad_id, args.max_length, weight=args.noise_weight, ascent_weight=args.noise_ascent,
-                               seed=args.seed, retain=retain, retain_weight=args.noise_retain)
+        retain = side_batches(gains, out_dir / "retain.jsonl", model, args, cache_dir)
+    return RepresentationNoise(harmful.data, harmful.pad_id, args.max_length, weight=args.noise_weight,
+                               ascent_weight=args.noise_ascent, seed=args.seed, retain=retain,
+                               retain_weight=args.noise_retain)

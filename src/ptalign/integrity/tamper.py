@@ -37,8 +37,8 @@ from ptalign.batches import TrainData, collate_batch
 
 
 @dataclass
-class HarmfulBatches:
-    """Held-aside harmful prompt/completion pairs (an SFT ``TrainData``), cycled batch by batch."""
+class CycledBatches:
+    """Prompt/completion pairs (an SFT ``TrainData``) kept apart from the run's data, cycled batch by batch."""
 
     data: TrainData
     pad_id: int
@@ -54,7 +54,7 @@ class HarmfulBatches:
 
 
 @dataclass
-class SimulatedAttack(HarmfulBatches):
+class SimulatedAttack(CycledBatches):
     """A few SGD steps of supervised fine-tuning on held-aside harmful completions.
 
     steps:      normalized gradient steps per simulated attack
@@ -96,14 +96,14 @@ class SimulatedAttack(HarmfulBatches):
 
 
 @dataclass
-class RepresentationNoise(HarmfulBatches):
+class RepresentationNoise(CycledBatches):
     """The RepNoise-style term of the module docstring, on one harmful batch per call.
 
     weight:        weight of the layer-averaged MMD to standard Gaussian noise
     ascent_weight: weight of the bounded ascent ``-log(1 + NLL)`` on the harmful completions
     max_tokens:    completion tokens per layer entering the MMD (a seeded random subset; the
                    kernel matrix is quadratic in it)
-    retain:        desirable prompt/completion pairs (an SFT ``TrainData``) for the retain term
+    retain:        desirable prompt/completion pairs for the retain term
     retain_weight: weight of their mean token NLL (0: no retain pass)
     """
 
@@ -111,7 +111,7 @@ class RepresentationNoise(HarmfulBatches):
     ascent_weight: float = 0.1
     max_tokens: int = 256
     seed: int = 0
-    retain: TrainData | None = None
+    retain: CycledBatches | None = None
     retain_weight: float = 0.0
 
     def __call__(self, scorer) -> tuple[torch.Tensor, dict[str, float]]:
@@ -136,8 +136,7 @@ class RepresentationNoise(HarmfulBatches):
         loss = self.weight * mmd - self.ascent_weight * torch.log1p(nll)
         figures = {"noise/mmd": float(mmd.detach()), "noise/nll": float(nll.detach())}
         if self.retain is not None and self.retain_weight > 0:
-            ids = self.retain.batches[(self._cursor - 1) % len(self.retain.batches)]
-            good = {k: v.to(device) for k, v in collate_batch(self.retain, ids, self.pad_id, self.max_length).items()}
+            good = self.retain.next_batch(device)
             logps, n_tokens = scorer(good["input_ids"], good["attention_mask"], good["completion_mask"])
             retain_nll = -(logps.sum() / n_tokens.sum().clamp(min=1))
             loss = loss + self.retain_weight * retain_nll

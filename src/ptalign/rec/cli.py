@@ -133,14 +133,12 @@ def rank(
     from ptalign.rec.baselines import BM25Index
     from ptalign.rec.buyer import prospect_values
     from ptalign.rec.data import demo_catalog_path, load_catalog
-    from ptalign.rec.selfalign import default_seller, load_roles, resolve_ranker_model
+    from ptalign.rec.selfalign import load_roles, resolve_ranker
 
     try:
         products = load_catalog(catalog or demo_catalog_path())
         hits = BM25Index(products).search(query, k=first_stage)
-        spec, trained_seller, trained_utility = resolve_ranker_model(model)
-        utility = utility or trained_utility or "yes-no"
-        seller = seller if seller is not None else default_seller(trained_seller, utility)
+        spec, utility, seller = resolve_ranker(model, utility, seller)
         buyer, seller_role = load_roles(spec, seller, description_tokens, cache_dir=str(cache_dir) if cache_dir else None,
                                         utility=utility)
         candidates = [h.product for h in hits]

@@ -359,12 +359,16 @@ def self_align(args: RecTrainArgs, console=None) -> Path:
     return out
 
 
-def default_seller(trained_seller: bool | None, utility: str) -> bool:
-    """Whether a ranker writes seller descriptions when not told: as its ``rec train`` run was
-    trained; without a run, yes for the ``yes-no`` utility and no for ``query-likelihood`` (the
-    seller repeats the search, so the query's likelihood given the description measures the
-    description, not the product: 0.519 -> 0.478 pairwise on 60 dev queries)."""
-    return trained_seller if trained_seller is not None else utility == "yes-no"
+def resolve_ranker(spec: str, utility: str | None = None, seller: bool | None = None) -> tuple[str, str, bool]:
+    """``(model, utility, seller)`` of a ranker on ``spec``: what is given wins, then what a ``rec
+    train`` run was trained with, then ``yes-no``, with the seller for ``yes-no`` but not for
+    ``query-likelihood`` (the seller repeats the search, so the query's likelihood given the
+    description measures the description, not the product: 0.519 -> 0.478 pairwise on 60 dev queries)."""
+    model, trained_seller, trained_utility = resolve_ranker_model(spec)
+    utility = utility or trained_utility or "yes-no"
+    if seller is None:
+        seller = trained_seller if trained_seller is not None else utility == "yes-no"
+    return model, utility, seller
 
 
 def resolve_ranker_model(spec: str) -> tuple[str, bool | None, str | None]:

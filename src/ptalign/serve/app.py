@@ -65,16 +65,6 @@ def load_catalogs(specs: Sequence[str]) -> dict[str, Catalog]:
     return catalogs
 
 
-def ranker_model(spec: str) -> tuple[str, bool | None, str | None]:
-    """A ``ptalign rec train`` folder -> (its final model, whether it was trained with the seller,
-    its buyer utility); any other spec -> (spec, None, None)."""
-    if spec != "none" and (Path(spec).expanduser() / "summary.json").is_file():
-        from ptalign.rec.selfalign import resolve_ranker_model
-
-        return resolve_ranker_model(str(Path(spec).expanduser()))
-    return spec, None, None
-
-
 def _missing_extra(err: ImportError) -> ImportError:
     return ImportError(f"the service needs fastapi and uvicorn: pip install 'ptalign[serve]' ({err})")
 
@@ -84,18 +74,16 @@ def build_app(config: ServeConfig) -> "FastAPI":
 
     ``config.model == "none"`` serves ranking only (generation answers 503).
     """
-    from ptalign.rec.selfalign import default_seller
+    from ptalign.rec.selfalign import resolve_ranker
 
     generator, model, tokenizer = None, None, None
-    spec, trained_seller, trained_utility = ranker_model(config.model)
+    spec, utility, seller = resolve_ranker(config.model, config.utility, config.seller)  # a rec train run: its settings
     if spec != "none":
         from ptalign.models import load_model
 
         model, tokenizer = load_model(spec)
         model.eval()
         generator = GuardedGenerator(model, tokenizer, load_judge(config.judge), policy=config.guard)
-    utility = config.utility or trained_utility or "yes-no"
-    seller = config.seller if config.seller is not None else default_seller(trained_seller, utility)
     backend = build_backend(config.ranker, model=model, tokenizer=tokenizer, model_spec=spec, utility=utility, seller=seller)
     return create_app(backend, generator, load_catalogs(config.catalogs), config)
 
