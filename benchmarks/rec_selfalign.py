@@ -107,10 +107,10 @@ def _describe(seller, queries):
     return [[next(flat) for _ in q.candidates] for q in queries]
 
 
-def evaluate_model(spec: str, use_seller: bool, dev, args) -> tuple[dict, dict]:
+def evaluate_model(spec: str, use_seller: bool, dev, args, seller_sees_query: bool = True) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     buyer, seller = load_roles(spec, use_seller, args.description_tokens, args.batch_size, cache_dir=args.cache_dir,
-                               utility=args.utility)
+                               utility=args.utility, seller_sees_query=seller_sees_query)
     utilities, descriptions = score_queries(buyer, seller, dev)
     scores = ranking_values(utilities)
     extra = {"eval_seconds": round(time.perf_counter() - t0, 1)}
@@ -145,6 +145,8 @@ def main(argv=None) -> int:
                         help="the zero-shot buyer row (leave it out when another run on the same dev slice has it)")
     parser.add_argument("--zero-shot-seller", action=argparse.BooleanOptionalAction, default=True,
                         help="the zero-shot buyer + seller row (its descriptions of every dev candidate are the slowest part on a CPU)")
+    parser.add_argument("--seller-view", choices=["query", "product"], default="query",
+                        help="the zero-shot seller row: descriptions for the shopper's query, or of the product alone")
     parser.add_argument("--methods", nargs="*", default=TRAINED, help=f"trained methods, in order ({', '.join(TRAINED)})")
     parser.add_argument("--utility", choices=UTILITIES, default="yes-no",
                         help="the buyer's utility for every LLM row (query-likelihood: only with the *-ref methods); "
@@ -200,8 +202,9 @@ def main(argv=None) -> int:
     if args.zero_shot_buyer:
         record(label("zero-shot buyer"), *evaluate_model(args.model, False, dev, args)[:1])
     if args.zero_shot_seller:
-        zs_scores, zs_extra = evaluate_model(args.model, True, dev, args)
-        record(label("zero-shot buyer + seller"), zs_scores, **zs_extra)
+        zs_scores, zs_extra = evaluate_model(args.model, True, dev, args, seller_sees_query=args.seller_view == "query")
+        seller_row = "zero-shot buyer + seller" if args.seller_view == "query" else "zero-shot buyer + product-only seller"
+        record(label(seller_row), zs_scores, **zs_extra)
 
     for name in args.methods:
         t0 = time.perf_counter()

@@ -52,3 +52,17 @@ def test_seller_prompt_names_query_and_product():
     messages = seller_messages("led bulb", Product("b1", "Philips LED bulb", brand="Philips"))
     assert messages[0]["role"] == "system" and "disappoint" in messages[0]["content"]
     assert messages[1]["content"] == "The shopper searched for: led bulb\nProduct: Philips LED bulb\nBrand: Philips"
+
+
+def test_product_only_seller_leaves_the_query_out_and_describes_each_product_once(tiny_roles):
+    model, tokenizer = tiny_roles
+    product = Product("b1", "Philips LED bulb", brand="Philips")
+    messages = seller_messages("led bulb", product, sees_query=False)
+    assert messages[1]["content"] == "Product: Philips LED bulb\nBrand: Philips"
+    assert "led bulb" not in messages[0]["content"].lower()
+
+    blind = Seller(model, tokenizer, "tiny", max_new_tokens=4, sees_query=False)
+    assert blind.key("led bulb", product) == blind.key("ceiling light", product)
+    assert blind.key("led bulb", product) != Seller(model, tokenizer, "tiny", max_new_tokens=4).key("led bulb", product)
+    out = blind.describe([("led bulb", product), ("ceiling light", product), PAIRS[0]])
+    assert out[0] == out[1] and blind.stats == {"generated": 2, "cached": 1}

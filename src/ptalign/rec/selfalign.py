@@ -216,8 +216,10 @@ def model_id(spec: str, cache_dir: str | None = None) -> str:
 
 
 def load_roles(spec: str, use_seller: bool, description_tokens: int = 40, batch_size: int = 16,
-               cache_dir: str | None = None, progress: bool = False, utility: str = "yes-no") -> tuple[Buyer, Seller | None]:
-    """The buyer (and the seller, sharing its weights) of model ``spec``."""
+               cache_dir: str | None = None, progress: bool = False, utility: str = "yes-no",
+               seller_sees_query: bool = True) -> tuple[Buyer, Seller | None]:
+    """The buyer (and the seller, sharing its weights) of model ``spec``; ``seller_sees_query=False``:
+    the seller describes each product without the query."""
     from ptalign.models import load_model
 
     model, tokenizer = load_model(spec, cache_dir=cache_dir)
@@ -225,7 +227,8 @@ def load_roles(spec: str, use_seller: bool, description_tokens: int = 40, batch_
     seller = None
     if use_seller:
         seller = Seller(model, tokenizer, model_id(spec, cache_dir), DescriptionCache(default_cache_dir(cache_dir)),
-                        max_new_tokens=description_tokens, batch_size=batch_size, progress=progress)
+                        max_new_tokens=description_tokens, batch_size=batch_size, progress=progress,
+                        sees_query=seller_sees_query)
     return Buyer(model, tokenizer, batch_size=batch_size, utility=utility), seller
 
 

@@ -27,12 +27,20 @@ SELLER_SYSTEM = (
     "You are an honest shop assistant. In one or two short sentences, tell the shopper whether this "
     "product fits what they searched for: the need it meets, and what might disappoint them."
 )
+PRODUCT_SELLER_SYSTEM = (
+    "You are an honest shop assistant. In one or two short sentences, tell a shopper what this product "
+    "is for: the need it meets, and what might disappoint them."
+)
 MAX_PRODUCT_CHARS = 400
 
 
-def seller_messages(query: str, product: Product) -> list[dict]:
-    """The seller's chat prompt for one (query, product)."""
-    content = f"The shopper searched for: {query}\nProduct: {product.text()[:MAX_PRODUCT_CHARS]}"
+def seller_messages(query: str, product: Product, sees_query: bool = True) -> list[dict]:
+    """The seller's chat prompt for one (query, product); with ``sees_query=False`` the seller
+    describes the product alone (one description per product, whatever the query)."""
+    text = f"Product: {product.text()[:MAX_PRODUCT_CHARS]}"
+    if not sees_query:
+        return [{"role": "system", "content": PRODUCT_SELLER_SYSTEM}, {"role": "user", "content": text}]
+    content = f"The shopper searched for: {query}\n{text}"
     return [{"role": "system", "content": SELLER_SYSTEM}, {"role": "user", "content": content}]
 
 
@@ -90,10 +98,12 @@ class Seller:
     """Length cap of a description in tokens."""
     batch_size: int = 16
     progress: bool = False
+    sees_query: bool = True
+    """False: describe each product without the shopper's query (cached once per product)."""
     stats: dict = field(default_factory=lambda: {"generated": 0, "cached": 0})
 
     def key(self, query: str, product: Product) -> str:
-        payload = {"model": self.model_id, "messages": seller_messages(query, product),
+        payload = {"model": self.model_id, "messages": seller_messages(query, product, self.sees_query),
                    "max_new_tokens": self.max_new_tokens, "decoding": "greedy"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -106,7 +116,7 @@ class Seller:
         todo = [i for i, d in enumerate(out) if d is None]
         todo = list({keys[i]: i for i in todo}.values())  # a repeated pair is generated once
         if todo:
-            prompts = [seller_messages(*pairs[i]) for i in todo]
+            prompts = [seller_messages(*pairs[i], sees_query=self.sees_query) for i in todo]
             texts = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens,
                              batch_size=self.batch_size, progress=self.progress)
             fresh = {keys[i]: clean_description(t) for i, t in zip(todo, texts)}
