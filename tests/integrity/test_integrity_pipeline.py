@@ -197,6 +197,19 @@ def test_align_with_representation_noise_logs_the_term(tiny_model_dir, tmp_path,
         AlignArgs(method="kt-ipa-rn", noise_retain=-1.0)
 
 
+def test_retain_set_is_every_gain_or_the_helpful_answers_only(shared_data):
+    from ptalign.integrity.recipes import AlignArgs, retain_examples
+
+    feedback = build_alignment_feedback(FeedbackArgs(refusals=3, helpful=5, harmful_compliance=2, benign_refusals=2,
+                                                     data_root=str(shared_data)), None, lambda text: False)
+    gains = retain_examples(feedback.unpaired)
+    assert len(gains) == 8 and sorted({e.source for e in gains}) == ["helpful", "refusal"]
+    helpful = retain_examples(feedback.unpaired, "helpful")
+    assert len(helpful) == 5 and {e.source for e in helpful} == {"helpful"} and all(e.label for e in helpful)
+    with pytest.raises(ValueError, match="noise_retain_set must be one of gains, helpful"):
+        AlignArgs(method="kt-ipa-rn", noise_retain_set="refusals")
+
+
 def test_run_experiment_writes_results_and_report(tiny_model_dir, tmp_path, shared_data, monkeypatch):
     monkeypatch.setenv("PTALIGN_SHARED_DATA", str(shared_data))
     cfg = build_integrity_config({"model": str(tiny_model_dir), "methods": ["none", "dpo", "kt-ipa-aa"]},

@@ -303,6 +303,9 @@ class AlignArgs:
     noise_retain: float = 0.0
     """kt-ipa-rn: weight of the mean token NLL of the feedback's desirable completions (RepNoise's harmless-data
     term), taken with the noise term on a batch of its own; it holds the model where the bounded prospect loss cannot."""
+    noise_retain_set: str = "gains"
+    """kt-ipa-rn: what the retain term reads: ``gains`` (every desirable completion, refusals included) or ``helpful``
+    (only the helpful answers to benign prompts: RepNoise's harmless data, no refusals)."""
     lora: bool = True
     lora_r: int = 16
     max_length: int = 256
@@ -315,6 +318,8 @@ class AlignArgs:
             raise ValueError("align.epochs must be >= 1 and align.batch_size >= 2")
         if self.noise_weight < 0 or self.noise_ascent < 0 or self.noise_retain < 0:
             raise ValueError("align.noise_weight, align.noise_ascent and align.noise_retain must be >= 0")
+        if self.noise_retain_set not in RETAIN_SETS:
+            raise ValueError(f"align.noise_retain_set must be one of {', '.join(RETAIN_SETS)}, got {self.noise_retain_set!r}")
 
     def loss(self) -> dict:
         if self.method in ("sft", "dpo", "kto"):
@@ -406,6 +411,16 @@ def simulated_attack(model: str, out_dir: Path, args: AlignArgs, feedback: Feedb
                            radius=args.attack_radius, weight=args.attack_weight)
 
 
+RETAIN_SETS = ("gains", "helpful")
+
+
+def retain_examples(unpaired: list[FeedbackExample], which: str = "gains") -> list[FeedbackExample]:
+    """The retain term's examples: every gain, or (``helpful``) the helpful answers to benign prompts only."""
+    if which not in RETAIN_SETS:
+        raise ValueError(f"retain set must be one of {', '.join(RETAIN_SETS)}, got {which!r}")
+    return [e for e in unpaired if e.label and (which == "gains" or e.source == "helpful")]
+
+
 def representation_noise(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None,
                          feedback_data: AlignmentFeedback | None = None):
     """The representation-noise term (kt-ipa-rn) on the held-aside harmful completions, with the
@@ -413,7 +428,7 @@ def representation_noise(model: str, out_dir: Path, args: AlignArgs, feedback: F
     from ptalign.integrity.tamper import RepresentationNoise
 
     harmful = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
-    gains = [e for e in (feedback_data.unpaired if feedback_data else []) if e.label]
+    gains = retain_examples(feedback_data.unpaired if feedback_data else [], args.noise_retain_set)
     retain = None
     if args.noise_retain > 0 and gains:
         retain = side_batches(gains, out_dir / "retain.jsonl", model, args, cache_dir)
