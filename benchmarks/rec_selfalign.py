@@ -202,8 +202,9 @@ def main(argv=None) -> int:
     if args.zero_shot_buyer:
         record(label("zero-shot buyer"), *evaluate_model(args.model, False, dev, args)[:1])
     if args.zero_shot_seller:
-        zs_scores, zs_extra = evaluate_model(args.model, True, dev, args, seller_sees_query=args.seller_view == "query")
-        seller_row = "zero-shot buyer + seller" if args.seller_view == "query" else "zero-shot buyer + product-only seller"
+        sees_query = args.seller_view == "query"
+        zs_scores, zs_extra = evaluate_model(args.model, True, dev, args, seller_sees_query=sees_query)
+        seller_row = "zero-shot buyer + seller" if sees_query else "zero-shot buyer + product-only seller"
         record(label(seller_row), zs_scores, **zs_extra)
 
     for name in args.methods:

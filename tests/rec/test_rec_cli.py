@@ -125,3 +125,15 @@ def test_query_likelihood_needs_a_reference_method(relevance_file, tmp_path):
     result = CliRunner().invoke(app, ["rec", "train", "--data", str(relevance_file), "--output-dir", str(tmp_path / "r"),
                                       "--method", "prospect-ref", "--utility", "likelihood"])
     assert result.exit_code == 2 and "unknown buyer utility" in result.output
+
+
+def test_resolve_ranker_reads_a_run_given_with_a_home_relative_path(tmp_path, monkeypatch):
+    from ptalign.rec.selfalign import resolve_ranker
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    run = tmp_path / "runs" / "rec"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"model": "/models/final", "seller": False, "utility": "query-likelihood"}))
+    assert resolve_ranker("~/runs/rec") == ("/models/final", "query-likelihood", False)
+    assert resolve_ranker("~/runs/rec", utility="yes-no", seller=True) == ("/models/final", "yes-no", True)
+    assert resolve_ranker("embedded") == ("embedded", "yes-no", True)  # a plain model: yes/no with the seller

@@ -428,10 +428,8 @@ def representation_noise(model: str, out_dir: Path, args: AlignArgs, feedback: F
     from ptalign.integrity.tamper import RepresentationNoise
 
     harmful = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
-    gains = retain_examples(feedback_data.unpaired if feedback_data else [], args.noise_retain_set)
-    retain = None
-    if args.noise_retain > 0 and gains:
-        retain = side_batches(gains, out_dir / "retain.jsonl", model, args, cache_dir)
+    kept = retain_examples(feedback_data.unpaired, args.noise_retain_set) if args.noise_retain > 0 and feedback_data else []
+    retain = side_batches(kept, out_dir / "retain.jsonl", model, args, cache_dir) if kept else None
     return RepresentationNoise(harmful.data, harmful.pad_id, args.max_length, weight=args.noise_weight,
                                ascent_weight=args.noise_ascent, seed=args.seed, retain=retain,
                                retain_weight=args.noise_retain)

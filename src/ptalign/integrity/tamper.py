@@ -132,13 +132,18 @@ class RepresentationNoise(CycledBatches):
         mmd = torch.stack([mmd_rbf(h[rows, cols], noise) for h in layers]).mean()
         logps, n_tokens = sequence_logps(out.last_hidden_state, base.get_output_embeddings(), batch["input_ids"],
                                          batch["completion_mask"])
-        nll = -(logps.sum() / n_tokens.sum().clamp(min=1))
+        nll = _mean_token_nll(logps, n_tokens)
         loss = self.weight * mmd - self.ascent_weight * torch.log1p(nll)
         figures = {"noise/mmd": float(mmd.detach()), "noise/nll": float(nll.detach())}
         if self.retain is not None and self.retain_weight > 0:
             good = self.retain.next_batch(device)
             logps, n_tokens = scorer(good["input_ids"], good["attention_mask"], good["completion_mask"])
-            retain_nll = -(logps.sum() / n_tokens.sum().clamp(min=1))
+            retain_nll = _mean_token_nll(logps, n_tokens)
             loss = loss + self.retain_weight * retain_nll
             figures["noise/retain_nll"] = float(retain_nll.detach())
         return loss, figures
+
+
+def _mean_token_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood per completion token of a batch (sequence log-probs, token counts)."""
+    return -(logps.sum() / n_tokens.sum().clamp(min=1))

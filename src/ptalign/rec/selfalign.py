@@ -377,7 +377,7 @@ def resolve_ranker(spec: str, utility: str | None = None, seller: bool | None = 
 def resolve_ranker_model(spec: str) -> tuple[str, bool | None, str | None]:
     """A ``ptalign rec train`` output folder -> (its final model, whether it uses the seller,
     the buyer utility it was trained with); any other model spec -> (spec, None, None)."""
-    summary = Path(spec) / "summary.json"
+    summary = Path(spec).expanduser() / "summary.json"  # "~/runs/rec" in a serve config, as load_model reads it
     if summary.is_file():
         s = json.loads(summary.read_text())
         return s["model"], s["seller"], s.get("utility", "yes-no")

@@ -102,8 +102,11 @@ class Seller:
     """False: describe each product without the shopper's query (cached once per product)."""
     stats: dict = field(default_factory=lambda: {"generated": 0, "cached": 0})
 
+    def messages(self, query: str, product: Product) -> list[dict]:
+        return seller_messages(query, product, self.sees_query)
+
     def key(self, query: str, product: Product) -> str:
-        payload = {"model": self.model_id, "messages": seller_messages(query, product, self.sees_query),
+        payload = {"model": self.model_id, "messages": self.messages(query, product),
                    "max_new_tokens": self.max_new_tokens, "decoding": "greedy"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -116,7 +119,7 @@ class Seller:
         todo = [i for i, d in enumerate(out) if d is None]
         todo = list({keys[i]: i for i in todo}.values())  # a repeated pair is generated once
         if todo:
-            prompts = [seller_messages(*pairs[i], sees_query=self.sees_query) for i in todo]
+            prompts = [self.messages(*pairs[i]) for i in todo]
             texts = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens,
                              batch_size=self.batch_size, progress=self.progress)
             fresh = {keys[i]: clean_description(t) for i, t in zip(todo, texts)}
