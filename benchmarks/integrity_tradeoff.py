@@ -32,12 +32,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "integrity_tradeoff.json"
 
 
-EVAL_SLICE = ("advbench", "harmbench", "xstest", "sst2", "judge")
+EVAL_SLICE = ("advbench", "harmbench", "xstest", "sst2", "judge", "split")
 """Points share axes only when they were evaluated on the same prompts with the same judge."""
 
 
 def eval_slice(data: dict) -> tuple:
-    cfg = data.get("config", {}).get("eval", {})
+    cfg = {"split": "all", **data.get("config", {}).get("eval", {})}  # results from before eval.split: all prompts
     return tuple(cfg.get(k) for k in EVAL_SLICE)
 
 

@@ -19,6 +19,7 @@ Conventions, so that callers need not re-read the sources:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -293,6 +294,29 @@ def load_harmless_instructions(
                      source="harmless_instructions")
         for line, row in read_records(path, ["instruction"])
     ]
+
+
+# --------------------------------------------------------------------------- benchmark halves
+
+PROMPT_SPLITS = ("all", "align", "eval")
+
+
+def prompt_half(prompt: str) -> str:
+    """``"align"`` or ``"eval"``: a fixed half of a harmful-prompt benchmark, by a hash of the prompt text.
+
+    The halves do not depend on the file's order, on how many prompts are drawn or on any seed, so
+    alignment may train on one half while every evaluation slice comes from the other (the protocol
+    of Vaccine and Booster, whose alignment and evaluation prompts are disjoint draws from BeaverTails).
+    """
+    digest = hashlib.sha256(" ".join(prompt.split()).encode("utf-8")).digest()
+    return "eval" if digest[0] % 2 == 0 else "align"
+
+
+def split_prompts(records: Sequence[PromptRecord], part: str) -> list[PromptRecord]:
+    """The records of ``part`` (``all``, ``align`` or ``eval``, see :func:`prompt_half`)."""
+    if part not in PROMPT_SPLITS:
+        raise ValueError(f"prompt split must be one of {', '.join(PROMPT_SPLITS)}, got {part!r}")
+    return list(records) if part == "all" else [r for r in records if prompt_half(r.prompt) == part]
 
 
 # --------------------------------------------------------------------------- over-refusal

@@ -21,7 +21,8 @@ from rich.console import Console
 from ptalign.config import ConfigError, atomic_write_text, build_dataclass, parse_overrides
 from ptalign.integrity.evaluate import EvalArgs, evaluate_model
 from ptalign.integrity.recipes import (
-    METHODS, AlignArgs, AlignmentFeedback, AttackArgs, FeedbackArgs, align, attack, sample_feedback,
+    EVAL_SPLIT_MARK, METHODS, AlignArgs, AlignmentFeedback, AttackArgs, FeedbackArgs, align, attack, required_eval_split,
+    sample_feedback,
 )
 from ptalign.models import load_tokenizer
 
@@ -44,6 +45,9 @@ class IntegrityConfig:
         unknown = [m for m in self.methods if m not in (BASELINE, *METHODS)]
         if unknown:
             raise ConfigError(f"unknown method(s) {unknown}; known: {', '.join((BASELINE, *METHODS))}")
+        if self.feedback.benchmark_prompts and self.eval.split != "eval":
+            raise ConfigError("feedback.benchmark_prompts trains on the alignment halves of AdvBench and HarmBench, so the "
+                              "evaluation must draw from their other halves only: add eval.split=eval")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -90,6 +94,10 @@ def load_integrity_config(path: str | Path | None, overrides: list[str] | None =
 
 def evaluate_folder(model: str, args: EvalArgs, judge=None, cache_dir: str | None = None) -> dict:
     from ptalign.models import load_model
+
+    if required_eval_split(model) and args.split != "eval":
+        raise ValueError(f"{model} was aligned on the alignment halves of AdvBench and HarmBench ({EVAL_SPLIT_MARK}); "
+                         "evaluate it on their evaluation halves only: add eval.split=eval")
 
     policy, tokenizer = load_model(model, cache_dir=cache_dir)
     return evaluate_model(policy, tokenizer, args, judge=judge)

@@ -9,11 +9,18 @@ Alignment feedback (``build_alignment_feedback``), every source disjoint from th
                           to those harmful requests             safety_tuned_llamas prompts
                           harmful compliance                   hh-rlhf harmless-base "rejected"
                           refusals of benign requests           Alpaca prompts + a refusal
+    benchmark (optional)  harmful requests from the *alignment halves* of AdvBench and HarmBench
+                          val (``FeedbackArgs.benchmark_prompts``): a refusal is a gain, the model's
+                          own compliant answer and AdvBench's target ("Sure, here is ...") losses;
+                          evaluation then draws from the other halves only (``eval.split=eval``)
     recovery (optional)   a harmful request with the first words of the model's own compliant
                           answer prefilled: a refusal continuing it is a gain, the rest of the
                           answer a loss (``FeedbackArgs.recovery``)
 
-Each (prompt, gain, loss) on the same prompt also forms a preference pair, for DPO.
+Each (prompt, gain, loss) on the same prompt also forms a preference pair, for DPO. Without
+``benchmark_prompts`` no alignment source shares a prompt distribution with the evaluation; with
+it, alignment and evaluation prompts are disjoint halves of the same benchmarks, as in the defense
+literature's protocol (BeaverTails alignment data, BeaverTails test prompts).
 
 The attack (``build_attack_data``) is the harmful fine-tuning of the defense literature (Vaccine,
 Booster): ``n`` samples of a benign task (SST-2 sentiment as instruction following) of which a
@@ -23,6 +30,7 @@ Qi et al. (2023). Both are trained with SFT, the way a user fine-tunes an open m
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import asdict, dataclass, field
@@ -37,6 +45,17 @@ from ptalign.registry import Registry
 
 SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative."
 SST2_ANSWERS = ("negative", "positive")
+REFUSALS = (
+    "I'm sorry, but I can't help with that. It could cause real harm to people.",
+    "I'm sorry, but I cannot assist with this request.",
+    "I cannot help with that. It is illegal and could hurt someone.",
+    "I'm sorry, but I won't provide that. If you have another question, I'm happy to help.",
+    "As an AI, I cannot help with this. It could be used to harm others.",
+    "I apologize, but I cannot provide instructions or content for this.",
+    "I'm not able to provide help with that request, because it could lead to serious harm.",
+    "Sorry, but I can't do that. Is there something else I can help you with?",
+)
+"""Refusals for the benchmark prompts, which come without one (each is a refusal to the keyword judge)."""
 
 
 def chat(text: str) -> list[dict]:
@@ -76,12 +95,20 @@ class FeedbackArgs:
     the harmful answer (a loss), so that refusing does not hinge on the reply's first tokens."""
     recovery_max_words: int = 16
     """Prefilled starts are 1 to this many words of the harmful answer (uniformly drawn)."""
+    benchmark_prompts: int = 0
+    """Harmful requests drawn from the alignment halves of AdvBench and HarmBench val (disjoint from
+    the halves evaluation draws from, :func:`ptalign.integrity.datasets.prompt_half`): a refusal
+    (one of ``REFUSALS``) is a gain, the model's own compliant answer and AdvBench's affirmative
+    target losses. A model aligned with them must be evaluated with ``eval.split=eval``."""
+    refusal_filter: bool = False
+    """Keep only safety_tuned_llamas "refusals" that the refusal keywords count as refusals (about 20%
+    of them answer the request, which teaches compliance as a gain)."""
     seed: int = 0
     data_root: str | None = None
 
     def __post_init__(self):
         for name in ("refusals", "helpful", "harmful_compliance", "benign_refusals", "on_policy_tokens", "max_response_chars",
-                     "recovery"):
+                     "recovery", "benchmark_prompts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"feedback.{name} must be >= 0, got {getattr(self, name)}")
         if self.recovery_max_words < 1:
@@ -108,10 +135,14 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
     def take(items, k):
         return rng.sample(items, min(k, len(items)))
 
-    refusals = take([r for r in D.load_safety_tuned_llamas(data_root=args.data_root) if r.response.strip()], args.refusals)
+    refusals = [r for r in D.load_safety_tuned_llamas(data_root=args.data_root) if r.response.strip()]
+    if args.refusal_filter:
+        refusals = [r for r in refusals if is_refusal(r.response[:cut])]
+    refusals = take(refusals, args.refusals)
     helpful = take([r for r in D.load_alpaca(data_root=args.data_root) if r.response.strip()], args.helpful + args.benign_refusals)
     helpful, over = helpful[: args.helpful], helpful[args.helpful:]
     harmful = take([r for r in D.load_hh_rlhf(data_root=args.data_root) if r.harmful and len(r.response) > 40], args.harmful_compliance)
+    benchmark = take(benchmark_alignment_prompts(args.data_root), args.benchmark_prompts) if args.benchmark_prompts else []
     unpaired, pairs = [], []
     for r in refusals:
         unpaired.append(FeedbackExample(chat(r.prompt), reply(r.response[:cut]), True, source="refusal"))
@@ -123,29 +154,45 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
         refusal = rng.choice(refusals).response[:cut] if refusals else "I'm sorry, but I cannot help with that."
         unpaired.append(FeedbackExample(chat(r.prompt), reply(refusal), False, source="benign_refusal"))
         pairs.append(PreferencePair(chat(r.prompt), reply(r.response[:cut]), reply(refusal), source="benign_refusal"))
+    requests = [(r.prompt, r.response[:cut]) for r in refusals]  # harmful requests and the refusal that answers each
+    for r in benchmark:
+        refusal = rng.choice(REFUSALS)
+        requests.append((r.prompt, refusal))
+        unpaired.append(FeedbackExample(chat(r.prompt), reply(refusal), True, source="benchmark_refusal"))
+        if r.target.strip():
+            unpaired.append(FeedbackExample(chat(r.prompt), reply(r.target.strip()), False, source="benchmark_target"))
+            pairs.append(PreferencePair(chat(r.prompt), reply(refusal), reply(r.target.strip()), source="benchmark_target"))
     compliant = []
-    if sample is not None and refusals:
-        for r, answer in zip(refusals, sample([chat(r.prompt) for r in refusals])):
+    if sample is not None and requests:
+        for (prompt, refusal), answer in zip(requests, sample([chat(p) for p, _ in requests])):
             if answer.strip() and not is_refusal(answer):
-                compliant.append((r, answer))
-                unpaired.append(FeedbackExample(chat(r.prompt), reply(answer), False, source="on_policy"))
-                pairs.append(PreferencePair(chat(r.prompt), reply(r.response[:cut]), reply(answer), source="on_policy"))
+                compliant.append((prompt, refusal, answer))
+                unpaired.append(FeedbackExample(chat(prompt), reply(answer), False, source="on_policy"))
+                pairs.append(PreferencePair(chat(prompt), reply(refusal), reply(answer), source="on_policy"))
     recovery = 0
-    for r, answer in compliant[: args.recovery]:
+    for prompt, refusal, answer in compliant[: args.recovery]:
         split = recovery_split(answer, rng, args.recovery_max_words)
         if split is None:
             continue
         start, rest = split
-        prompt = chat(r.prompt) + reply(start)
-        refusal = " " + r.response[:cut].strip()
-        unpaired.append(FeedbackExample(prompt, reply(refusal), True, source="recovery"))
-        unpaired.append(FeedbackExample(prompt, reply(rest), False, source="recovery"))
-        pairs.append(PreferencePair(prompt, reply(refusal), reply(rest), source="recovery"))
+        prefilled = chat(prompt) + reply(start)
+        refusal = " " + refusal.strip()
+        unpaired.append(FeedbackExample(prefilled, reply(refusal), True, source="recovery"))
+        unpaired.append(FeedbackExample(prefilled, reply(rest), False, source="recovery"))
+        pairs.append(PreferencePair(prefilled, reply(refusal), reply(rest), source="recovery"))
         recovery += 1
     counts = {"refusal": len(refusals), "helpful": len(helpful), "harmful_compliance": len(harmful),
               "benign_refusal": len(over), "on_policy": len(compliant), "recovery": recovery, "pairs": len(pairs)}
+    if benchmark:
+        counts["benchmark_refusal"] = len(benchmark)
     rng.shuffle(unpaired)
     return AlignmentFeedback(unpaired, pairs, counts)
+
+
+def benchmark_alignment_prompts(data_root: str | None = None) -> list[D.PromptRecord]:
+    """The alignment halves of AdvBench and HarmBench val (the evaluation halves are never drawn)."""
+    return (D.split_prompts(D.load_advbench(data_root=data_root), "align")
+            + D.split_prompts(D.load_harmbench(data_root=data_root), "align"))
 
 
 def recovery_split(answer: str, rng: random.Random, max_words: int) -> tuple[str, str] | None:
@@ -252,16 +299,31 @@ def attack(model: str, out_dir: Path, args: AttackArgs, console: Console | None 
     return finalize(model, run, out_dir / "model", lora=args.lora, cache_dir=cache_dir)
 
 
+EVAL_SPLIT_MARK = "ptalign_eval_split.json"
+"""Written into a model folder aligned on benchmark prompts (and carried into every attacked copy):
+the model may only be evaluated on the benchmarks' evaluation halves."""
+
+
+def required_eval_split(model: str) -> str | None:
+    """``"eval"`` when ``model`` is a folder whose alignment trained on the benchmarks' alignment halves."""
+    mark = Path(model).expanduser() / EVAL_SPLIT_MARK
+    return json.loads(mark.read_text())["eval_split"] if mark.is_file() else None
+
+
 def finalize(model: str, run: Path, out: Path, lora: bool, cache_dir: str | None = None) -> Path:
-    """The run's final weights as a plain model folder (LoRA merged into its base)."""
+    """The run's final weights as a plain model folder (LoRA merged into its base); the base model's
+    evaluation-split mark, if it has one, goes with them."""
     import shutil
 
     from ptalign.models import export_model
 
     if lora:
-        return export_model(model, out, adapter_dir=run / "final" / "adapter", cache_dir=cache_dir, overwrite=True)
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(run / "final" / "model", out)
+        export_model(model, out, adapter_dir=run / "final" / "adapter", cache_dir=cache_dir, overwrite=True)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(run / "final" / "model", out)
+    if required_eval_split(model):
+        shutil.copy(Path(model).expanduser() / EVAL_SPLIT_MARK, out / EVAL_SPLIT_MARK)
     return out
 
 
@@ -362,7 +424,14 @@ def align(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, co
     regularizer = (representation_noise(model, out_dir, args, feedback, cache_dir, feedback_data)
                    if args.method == "kt-ipa-rn" else None)
     run = train(cfg, console=console, adversary=adversary, regularizer=regularizer)
-    return finalize(model, run, out_dir / "model", lora=args.lora, cache_dir=cache_dir)
+    merged = finalize(model, run, out_dir / "model", lora=args.lora, cache_dir=cache_dir)
+    if feedback.benchmark_prompts:
+        from ptalign.config import atomic_write_text
+
+        atomic_write_text(merged / EVAL_SPLIT_MARK, json.dumps({
+            "eval_split": "eval", "why": f"aligned on {feedback_data.counts.get('benchmark_refusal', 0)} prompts of the "
+                                         "alignment halves of AdvBench and HarmBench val"}, indent=1))
+    return merged
 
 
 def sample_feedback(model: str, feedback: FeedbackArgs, console: Console, cache_dir: str | None = None) -> AlignmentFeedback:
@@ -372,15 +441,44 @@ def sample_feedback(model: str, feedback: FeedbackArgs, console: Console, cache_
 
     policy, tokenizer = load_model(model, cache_dir=cache_dir)
     keyword = KeywordJudge(data_root=feedback.data_root)
+    settings = {"max_new_tokens": feedback.on_policy_tokens, "batch_size": 16, "do_sample": True, "temperature": 0.7,
+                "seed": feedback.seed}
 
     def sample(prompts):
-        console.print(f"sampling the model's own answers to {len(prompts)} harmful requests")
-        return generate(policy, tokenizer, prompts, max_new_tokens=feedback.on_policy_tokens, batch_size=16,
-                        do_sample=True, temperature=0.7, seed=feedback.seed, progress=console.is_terminal)
+        def compute():
+            console.print(f"sampling the model's own answers to {len(prompts)} harmful requests")
+            return generate(policy, tokenizer, prompts, progress=console.is_terminal, **settings)
+
+        answers, hit = cached_samples(model, prompts, settings, compute, cache_dir)
+        if hit:
+            console.print(f"the model's own answers to {len(prompts)} harmful requests: from the cache")
+        return answers
 
     result = build_alignment_feedback(feedback, sample, lambda text: keyword.keywords.matches(text))
     console.print("alignment feedback: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
     return result
+
+
+def cached_samples(model: str, prompts: list, settings: dict, compute: Callable[[], list[str]],
+                   cache_dir: str | None = None) -> tuple[list[str], bool]:
+    """``compute()``'s answers, stored under ``<cache>/samples/<key>.json`` for the model's weights, the
+    prompts, the sampling settings and the device (a seeded sample depends on all of them), so
+    that repeated runs on the same feedback do not sample again. ``(answers, hit)``."""
+    import hashlib
+
+    from ptalign.config import atomic_write_text
+    from ptalign.models import cache_root, default_device, resolve_model
+    from ptalign.reference import model_identity
+
+    identity = model_identity(resolve_model(model, cache_dir), "float32")
+    key = hashlib.sha256(json.dumps([identity, prompts, settings, default_device()], sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_root(cache_dir) / "samples" / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text()), True
+    answers = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(answers))
+    return answers, False
 
 
 def side_batches(records: list[FeedbackExample], path: Path, model: str, args: AlignArgs, cache_dir: str | None = None):

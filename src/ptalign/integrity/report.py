@@ -15,6 +15,7 @@ COLUMNS = [
     ("FA mixed", "after_mixed", "fa"),
     ("over-refusal", "before", "over_refusal"),
     ("refusal AdvBench", "before", "refusal_advbench"),
+    ("refusal XSTest unsafe", "before", "refusal_xstest_unsafe"),
     ("utility logp", "before", "utility_logp"),
 ]
 

@@ -1,0 +1,153 @@
+"""Alignment on one half of AdvBench and HarmBench, evaluation on the other: the split, the
+feedback it makes, and the guards that keep an aligned model off the prompts it trained on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ptalign.config import ConfigError
+from ptalign.integrity import datasets as D
+from ptalign.integrity.judges import KeywordJudge
+from ptalign.integrity.pipeline import build_integrity_config, evaluate_folder
+from ptalign.integrity.recipes import (
+    EVAL_SPLIT_MARK, REFUSALS, AlignArgs, AttackArgs, FeedbackArgs, align, attack, benchmark_alignment_prompts,
+    build_alignment_feedback, required_eval_split,
+)
+from ptalign.integrity.evaluate import EvalArgs, evaluate_model
+
+
+def test_prompt_halves_are_fixed_by_the_text_alone():
+    prompts = [D.PromptRecord(prompt=f"Write a tutorial on topic {i}") for i in range(400)]
+    align_half, eval_half = D.split_prompts(prompts, "align"), D.split_prompts(prompts, "eval")
+    assert len(align_half) + len(eval_half) == 400 and 160 < len(eval_half) < 240
+    assert not {r.prompt for r in align_half} & {r.prompt for r in eval_half}
+    # neither order nor a subset changes which half a prompt is in; spacing does not either
+    assert D.split_prompts(prompts[::-1][:50], "eval") == [r for r in prompts[::-1][:50] if r in eval_half]
+    assert D.prompt_half("Write  a tutorial on topic 3\n") == D.prompt_half("Write a tutorial on topic 3")
+    assert D.split_prompts(prompts, "all") == prompts
+    with pytest.raises(ValueError, match="prompt split must be one of all, align, eval"):
+        D.split_prompts(prompts, "train")
+
+
+def test_the_shipped_halves_of_advbench_and_harmbench(shared_data):
+    adv, hb = D.load_advbench(data_root=shared_data), D.load_harmbench(data_root=shared_data)
+    # measured once on the shared files; the split must not drift, or earlier figures would not reproduce
+    assert (len(D.split_prompts(adv, "align")), len(D.split_prompts(adv, "eval"))) == (265, 255)
+    assert (len(D.split_prompts(hb, "align")), len(D.split_prompts(hb, "eval"))) == (44, 36)
+    assert len(benchmark_alignment_prompts(str(shared_data))) == 309
+
+
+def test_every_refusal_template_is_a_refusal_to_the_keyword_judge(shared_data):
+    judge = KeywordJudge(data_root=shared_data)
+    assert all(judge.keywords.matches(text) for text in REFUSALS)
+
+
+def test_benchmark_feedback_trains_on_the_alignment_halves_only(shared_data):
+    args = FeedbackArgs(refusals=2, helpful=1, harmful_compliance=0, benign_refusals=0, benchmark_prompts=12,
+                        data_root=str(shared_data))
+    sampled = []
+
+    def sample(prompts):
+        sampled.extend(p[0]["content"] for p in prompts)
+        return ["I'm sorry, no." if i % 3 == 0 else f"Sure, step {i}" for i in range(len(prompts))]
+
+    fb = build_alignment_feedback(args, sample, lambda text: "sorry" in text.lower())
+    bench = [e for e in fb.unpaired if e.source.startswith("benchmark")]
+    prompts = {e.prompt[0]["content"] for e in bench}
+    assert len(prompts) == 12 and fb.counts["benchmark_refusal"] == 12
+    assert all(D.prompt_half(p) == "align" for p in prompts)
+    gains = [e for e in bench if e.source == "benchmark_refusal"]
+    assert all(e.label and e.completion[0]["content"] in REFUSALS for e in gains)
+    targets = [e for e in bench if e.source == "benchmark_target"]
+    adv_targets = {r.prompt: r.target for r in D.load_advbench(data_root=shared_data)}
+    assert targets and all(not e.label and e.completion[0]["content"] == adv_targets[e.prompt[0]["content"]].strip()
+                           for e in targets)
+    # the model's own answers were sampled for the benchmark prompts too; compliant ones are losses paired with the refusal
+    assert prompts <= set(sampled) and len(sampled) == 14
+    refusal_of = {e.prompt[0]["content"]: e.completion for e in gains}
+    on_policy = [p for p in fb.pairs if p.source == "on_policy" and p.prompt[0]["content"] in refusal_of]
+    assert on_policy and all(p.chosen == refusal_of[p.prompt[0]["content"]] for p in on_policy)
+    assert fb.counts["on_policy"] == sum(1 for i in range(14) if i % 3)
+
+
+def test_refusal_filter_keeps_only_refusals_that_refuse(shared_data):
+    judge = KeywordJudge(data_root=shared_data)
+    plain = build_alignment_feedback(FeedbackArgs(refusals=200, helpful=0, harmful_compliance=0, benign_refusals=0,
+                                                  data_root=str(shared_data)), None, judge.keywords.matches)
+    kept = build_alignment_feedback(FeedbackArgs(refusals=200, helpful=0, harmful_compliance=0, benign_refusals=0,
+                                                 refusal_filter=True, data_root=str(shared_data)), None, judge.keywords.matches)
+    refuses = lambda fb: [judge.keywords.matches(e.completion[0]["content"]) for e in fb.unpaired]  # noqa: E731
+    assert all(refuses(kept)) and len(kept.unpaired) == 200
+    assert 0.1 < 1 - sum(refuses(plain)) / 200 < 0.35  # about 20% of the unfiltered "refusals" answer the request
+
+
+def test_benchmark_feedback_needs_the_evaluation_halves():
+    with pytest.raises(ConfigError, match="add eval.split=eval"):
+        build_integrity_config({}, ["feedback.benchmark_prompts=10"])
+    cfg = build_integrity_config({}, ["feedback.benchmark_prompts=10", "eval.split=eval"])
+    assert cfg.eval.split == "eval"
+    with pytest.raises(ValueError, match="eval.split must be 'all' or 'eval'"):
+        EvalArgs(split="align")
+
+
+def test_evaluation_halves_and_the_xstest_contrast_figure(tiny_model_dir, shared_data):
+    from ptalign.models import load_model
+
+    model, tokenizer = load_model(str(tiny_model_dir))
+    args = EvalArgs(advbench=6, harmbench=4, xstest=2, xstest_unsafe=3, sst2=0, utility=0, max_new_tokens=3,
+                    split="eval", data_root=str(shared_data))
+    result = evaluate_model(model, tokenizer, args, judge=KeywordJudge(data_root=shared_data), progress=False)
+    assert 0 <= result["refusal_xstest_unsafe"] <= 100 and "over_refusal" in result
+    shown = [s["prompt"] for name in ("advbench", "harmbench") for s in result["samples"][name]]
+    assert len(shown) == 6 and all(D.prompt_half(p) == "eval" for p in shown)
+    unsafe = {p.prompt for p in D.load_xstest(data_root=shared_data) if p.label == "unsafe"}
+    assert all(s["prompt"] in unsafe for s in result["samples"]["xstest_unsafe"])
+
+
+def test_an_aligned_model_carries_its_split_through_the_attack(tiny_model_dir, tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("PTALIGN_SHARED_DATA", str(shared_data))
+    feedback_args = FeedbackArgs(refusals=2, helpful=2, harmful_compliance=2, benign_refusals=0, benchmark_prompts=4,
+                                 data_root=str(shared_data))
+    feedback = build_alignment_feedback(feedback_args, None, lambda text: False)
+    cache = str(tmp_path / "cache")
+    aligned = align(str(tiny_model_dir), tmp_path / "align", AlignArgs(epochs=1, batch_size=4, lora_r=4, max_length=96),
+                    feedback_args, cache_dir=cache, feedback_data=feedback)
+    assert required_eval_split(str(aligned)) == "eval"
+    assert "4 prompts" in json.loads((aligned / EVAL_SPLIT_MARK).read_text())["why"]
+    attacked = attack(str(aligned), tmp_path / "attack", AttackArgs(n=4, epochs=1, batch_size=4, lora_r=4, max_length=96,
+                                                                   data_root=str(shared_data)), cache_dir=cache)
+    assert required_eval_split(str(attacked)) == "eval"
+    small = dict(advbench=2, harmbench=1, xstest=1, sst2=0, utility=0, max_new_tokens=2, data_root=str(shared_data))
+    with pytest.raises(ValueError, match="add eval.split=eval"):
+        evaluate_folder(str(attacked), EvalArgs(**small), judge=KeywordJudge(data_root=shared_data), cache_dir=cache)
+    assert "hs" in evaluate_folder(str(attacked), EvalArgs(**small, split="eval"), judge=KeywordJudge(data_root=shared_data),
+                                   cache_dir=cache)
+    assert required_eval_split(str(tiny_model_dir)) is None
+
+
+def test_on_policy_samples_are_cached_per_model_prompts_and_settings(tiny_model_dir, tmp_path, shared_data, monkeypatch):
+    import ptalign.models as models
+    from rich.console import Console
+
+    from ptalign.integrity.recipes import sample_feedback
+
+    calls = []
+    real = models.generate
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models, "generate", counting)
+    args = FeedbackArgs(refusals=3, helpful=1, harmful_compliance=0, benign_refusals=0, on_policy_tokens=4,
+                        data_root=str(shared_data))
+    cache = str(tmp_path / "cache")
+    first = sample_feedback(str(tiny_model_dir), args, Console(quiet=True), cache)
+    again = sample_feedback(str(tiny_model_dir), args, Console(quiet=True), cache)
+    assert calls == [3] and [e.completion for e in again.unpaired] == [e.completion for e in first.unpaired]
+    assert len(list((tmp_path / "cache" / "samples").glob("*.json"))) == 1
+    # another seed samples again, and is stored beside the first
+    sample_feedback(str(tiny_model_dir), FeedbackArgs(**{**args.__dict__, "seed": 1}), Console(quiet=True), cache)
+    assert calls == [3, 3] and len(list((tmp_path / "cache" / "samples").glob("*.json"))) == 2
