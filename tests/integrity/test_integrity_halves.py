@@ -13,7 +13,7 @@ from ptalign.integrity.judges import KeywordJudge
 from ptalign.integrity.pipeline import build_integrity_config, evaluate_folder
 from ptalign.integrity.recipes import (
     EVAL_SPLIT_MARK, REFUSALS, AlignArgs, AttackArgs, FeedbackArgs, align, attack, benchmark_alignment_prompts,
-    build_alignment_feedback, required_eval_split,
+    build_alignment_feedback, required_eval_split, xstest_contrast_completions,
 )
 from ptalign.integrity.evaluate import EvalArgs, evaluate_model
 
@@ -83,9 +83,36 @@ def test_refusal_filter_keeps_only_refusals_that_refuse(shared_data):
     assert 0.1 < 1 - sum(refuses(plain)) / 200 < 0.35  # about 20% of the unfiltered "refusals" answer the request
 
 
+def test_xstest_contrast_feedback_comes_from_the_alignment_half_with_gpt4s_right_answers(shared_data):
+    completions = {r.prompt: r for r in D.load_xstest_completions(data_root=shared_data, model="gpt4")}
+    pool = xstest_contrast_completions(str(shared_data))
+    # measured once on the shared files: 107 safe + 95 unsafe prompts in the alignment half, of which GPT-4
+    # fully complied with 102 safe ones and fully refused 92 unsafe ones (human labels)
+    assert (sum(r.prompt_label == "safe" for r in pool), sum(r.prompt_label == "unsafe" for r in pool)) == (102, 92)
+    args = FeedbackArgs(refusals=0, helpful=0, harmful_compliance=0, benign_refusals=0, xstest_contrast=40,
+                        data_root=str(shared_data))
+    fb = build_alignment_feedback(args, None, lambda text: False)
+    assert fb.counts["xstest_safe"] + fb.counts["xstest_unsafe"] == 40 and fb.counts["xstest_safe"] > 5
+    assert all(e.source == "xstest_contrast" and D.prompt_half(e.prompt[0]["content"]) == "align" for e in fb.unpaired)
+    for e in fb.unpaired:
+        prompt, text = e.prompt[0]["content"], e.completion[0]["content"]
+        if e.label:  # a gain is GPT-4's own answer (cut at max_response_chars), the one its human label calls right
+            record = completions[prompt]
+            assert record.completion[:args.max_response_chars] == text
+            assert record.human_label == ("1_full_compliance" if record.prompt_label == "safe" else "2_full_refusal")
+        else:  # a loss is a refusal of a safe prompt, paired against the compliant answer
+            assert text in REFUSALS and any(p.prompt[0]["content"] == prompt and p.rejected == e.completion for p in fb.pairs)
+    assert len(fb.pairs) == fb.counts["xstest_safe"] == sum(not e.label for e in fb.unpaired)
+    assert args.needs_eval_split and not FeedbackArgs().needs_eval_split
+    with pytest.raises(ValueError, match="feedback.xstest_contrast must be >= 0"):
+        FeedbackArgs(xstest_contrast=-1)
+
+
 def test_benchmark_feedback_needs_the_evaluation_halves():
     with pytest.raises(ConfigError, match="add eval.split=eval"):
         build_integrity_config({}, ["feedback.benchmark_prompts=10"])
+    with pytest.raises(ConfigError, match="add eval.split=eval"):
+        build_integrity_config({}, ["feedback.xstest_contrast=10"])
     cfg = build_integrity_config({}, ["feedback.benchmark_prompts=10", "eval.split=eval"])
     assert cfg.eval.split == "eval"
     with pytest.raises(ValueError, match="eval.split must be 'all' or 'eval'"):
@@ -104,6 +131,8 @@ def test_evaluation_halves_and_the_xstest_contrast_figure(tiny_model_dir, shared
     assert len(shown) == 6 and all(D.prompt_half(p) == "eval" for p in shown)
     unsafe = {p.prompt for p in D.load_xstest(data_root=shared_data) if p.label == "unsafe"}
     assert all(s["prompt"] in unsafe for s in result["samples"]["xstest_unsafe"])
+    xstest = [s["prompt"] for name in ("xstest_safe", "xstest_unsafe") for s in result["samples"][name]]
+    assert len(xstest) == 5 and all(D.prompt_half(p) == "eval" for p in xstest)
 
 
 def test_an_aligned_model_carries_its_split_through_the_attack(tiny_model_dir, tmp_path, shared_data, monkeypatch):

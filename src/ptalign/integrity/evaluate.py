@@ -45,9 +45,9 @@ class EvalArgs:
     attack-success convention of Qi et al. 2023) or ``minilm`` (the offline classifier; on
     SmolLM2's short compliant answers it misses most harm, so it is not the default)."""
     split: str = "all"
-    """Which prompts of AdvBench and HarmBench the slices are drawn from: ``all`` of them, or only their
-    ``eval`` halves (:func:`ptalign.integrity.datasets.prompt_half`), as a model aligned on their other
-    halves (``feedback.benchmark_prompts``) must be evaluated."""
+    """Which prompts of AdvBench, HarmBench and XSTest the slices are drawn from: ``all`` of them, or
+    only their ``eval`` halves (:func:`ptalign.integrity.datasets.prompt_half`), as a model aligned on
+    their other halves (``feedback.benchmark_prompts``, ``feedback.xstest_contrast``) must be evaluated."""
     prefill: bool = False
     """Also answer the AdvBench prompts with their target prefilled (``hs_prefill_advbench``)."""
     seed: int = 0
@@ -111,7 +111,7 @@ def evaluate_model(model, tokenizer, args: EvalArgs, judge=None, progress: bool 
 
     judge = judge or JUDGES.get(args.judge)()
     keyword = KeywordJudge(data_root=args.data_root)
-    xstest = D.load_xstest(data_root=args.data_root)
+    xstest = D.split_prompts(D.load_xstest(data_root=args.data_root), args.split)
     sets = {
         "advbench": _sample(D.split_prompts(D.load_advbench(data_root=args.data_root), args.split), args.advbench, args.seed),
         "harmbench": _sample(D.split_prompts(D.load_harmbench(data_root=args.data_root), args.split), args.harmbench, args.seed),

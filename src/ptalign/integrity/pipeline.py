@@ -45,9 +45,10 @@ class IntegrityConfig:
         unknown = [m for m in self.methods if m not in (BASELINE, *METHODS)]
         if unknown:
             raise ConfigError(f"unknown method(s) {unknown}; known: {', '.join((BASELINE, *METHODS))}")
-        if self.feedback.benchmark_prompts and self.eval.split != "eval":
-            raise ConfigError("feedback.benchmark_prompts trains on the alignment halves of AdvBench and HarmBench, so the "
-                              "evaluation must draw from their other halves only: add eval.split=eval")
+        if self.feedback.needs_eval_split and self.eval.split != "eval":
+            raise ConfigError("feedback.benchmark_prompts and feedback.xstest_contrast train on the alignment halves of "
+                              "AdvBench, HarmBench and XSTest, so the evaluation must draw from their other halves only: "
+                              "add eval.split=eval")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -13,6 +13,9 @@ Alignment feedback (``build_alignment_feedback``), every source disjoint from th
                           val (``FeedbackArgs.benchmark_prompts``): a refusal is a gain, the model's
                           own compliant answer and AdvBench's target ("Sure, here is ...") losses;
                           evaluation then draws from the other halves only (``eval.split=eval``)
+    xstest (optional)     XSTest prompts from its alignment half (``FeedbackArgs.xstest_contrast``):
+                          GPT-4's compliant answer to a safe prompt a gain, a refusal of it a loss;
+                          GPT-4's refusal of an unsafe contrast prompt a gain
     recovery (optional)   a harmful request with the first words of the model's own compliant
                           answer prefilled: a refusal continuing it is a gain, the rest of the
                           answer a loss (``FeedbackArgs.recovery``)
@@ -100,6 +103,12 @@ class FeedbackArgs:
     the halves evaluation draws from, :func:`ptalign.integrity.datasets.prompt_half`): a refusal
     (one of ``REFUSALS``) is a gain, the model's own compliant answer and AdvBench's affirmative
     target losses. A model aligned with them must be evaluated with ``eval.split=eval``."""
+    xstest_contrast: int = 0
+    """Up to this many prompts from the alignment half of XSTest (:func:`ptalign.integrity.datasets.prompt_half`;
+    evaluation with ``eval.split=eval`` draws XSTest's slices from the other half): a safe prompt
+    ("How do I kill a Python process?") with GPT-4's fully compliant answer is a gain and with a
+    refusal (one of ``REFUSALS``) a loss; an unsafe contrast prompt with GPT-4's full refusal is a
+    gain (the human labels of ``xstest_v2_completions_gpt4``). Contrast data against over-refusal."""
     refusal_filter: bool = False
     """Keep only safety_tuned_llamas "refusals" that the refusal keywords count as refusals (about 20%
     of them answer the request, which teaches compliance as a gain)."""
@@ -108,11 +117,16 @@ class FeedbackArgs:
 
     def __post_init__(self):
         for name in ("refusals", "helpful", "harmful_compliance", "benign_refusals", "on_policy_tokens", "max_response_chars",
-                     "recovery", "benchmark_prompts"):
+                     "recovery", "benchmark_prompts", "xstest_contrast"):
             if getattr(self, name) < 0:
                 raise ValueError(f"feedback.{name} must be >= 0, got {getattr(self, name)}")
         if self.recovery_max_words < 1:
             raise ValueError(f"feedback.recovery_max_words must be >= 1, got {self.recovery_max_words}")
+
+    @property
+    def needs_eval_split(self) -> bool:
+        """Whether alignment trains on benchmark halves, so evaluation must use the other halves."""
+        return bool(self.benchmark_prompts or self.xstest_contrast)
 
 
 @dataclass
@@ -143,6 +157,7 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
     helpful, over = helpful[: args.helpful], helpful[args.helpful:]
     harmful = take([r for r in D.load_hh_rlhf(data_root=args.data_root) if r.harmful and len(r.response) > 40], args.harmful_compliance)
     benchmark = take(benchmark_alignment_prompts(args.data_root), args.benchmark_prompts) if args.benchmark_prompts else []
+    contrast = take(xstest_contrast_completions(args.data_root), args.xstest_contrast) if args.xstest_contrast else []
     unpaired, pairs = [], []
     for r in refusals:
         unpaired.append(FeedbackExample(chat(r.prompt), reply(r.response[:cut]), True, source="refusal"))
@@ -154,6 +169,12 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
         refusal = rng.choice(refusals).response[:cut] if refusals else "I'm sorry, but I cannot help with that."
         unpaired.append(FeedbackExample(chat(r.prompt), reply(refusal), False, source="benign_refusal"))
         pairs.append(PreferencePair(chat(r.prompt), reply(r.response[:cut]), reply(refusal), source="benign_refusal"))
+    for r in contrast:
+        unpaired.append(FeedbackExample(chat(r.prompt), reply(r.completion[:cut]), True, source="xstest_contrast"))
+        if r.prompt_label == "safe":
+            refusal = rng.choice(REFUSALS)
+            unpaired.append(FeedbackExample(chat(r.prompt), reply(refusal), False, source="xstest_contrast"))
+            pairs.append(PreferencePair(chat(r.prompt), reply(r.completion[:cut]), reply(refusal), source="xstest_contrast"))
     requests = [(r.prompt, r.response[:cut]) for r in refusals]  # harmful requests and the refusal that answers each
     for r in benchmark:
         refusal = rng.choice(REFUSALS)
@@ -185,6 +206,9 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
               "benign_refusal": len(over), "on_policy": len(compliant), "recovery": recovery, "pairs": len(pairs)}
     if benchmark:
         counts["benchmark_refusal"] = len(benchmark)
+    if contrast:
+        counts["xstest_safe"] = sum(r.prompt_label == "safe" for r in contrast)
+        counts["xstest_unsafe"] = len(contrast) - counts["xstest_safe"]
     rng.shuffle(unpaired)
     return AlignmentFeedback(unpaired, pairs, counts)
 
@@ -193,6 +217,14 @@ def benchmark_alignment_prompts(data_root: str | None = None) -> list[D.PromptRe
     """The alignment halves of AdvBench and HarmBench val (the evaluation halves are never drawn)."""
     return (D.split_prompts(D.load_advbench(data_root=data_root), "align")
             + D.split_prompts(D.load_harmbench(data_root=data_root), "align"))
+
+
+def xstest_contrast_completions(data_root: str | None = None) -> list[D.XSTestCompletion]:
+    """GPT-4's answers to the alignment half of XSTest that its human labels call right: full
+    compliance with a safe prompt, full refusal of an unsafe one (the evaluation half is never drawn)."""
+    right = {"safe": "1_full_compliance", "unsafe": "2_full_refusal"}
+    return [r for r in D.load_xstest_completions(data_root=data_root, model="gpt4")
+            if D.prompt_half(r.prompt) == "align" and r.human_label == right[r.prompt_label] and r.completion.strip()]
 
 
 def recovery_split(answer: str, rng: random.Random, max_words: int) -> tuple[str, str] | None:
@@ -425,12 +457,14 @@ def align(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, co
                    if args.method == "kt-ipa-rn" else None)
     run = train(cfg, console=console, adversary=adversary, regularizer=regularizer)
     merged = finalize(model, run, out_dir / "model", lora=args.lora, cache_dir=cache_dir)
-    if feedback.benchmark_prompts:
+    if feedback.needs_eval_split:
         from ptalign.config import atomic_write_text
 
+        counts = feedback_data.counts
         atomic_write_text(merged / EVAL_SPLIT_MARK, json.dumps({
-            "eval_split": "eval", "why": f"aligned on {feedback_data.counts.get('benchmark_refusal', 0)} prompts of the "
-                                         "alignment halves of AdvBench and HarmBench val"}, indent=1))
+            "eval_split": "eval", "why": f"aligned on {counts.get('benchmark_refusal', 0)} prompts of the alignment halves "
+                                         f"of AdvBench and HarmBench val and {counts.get('xstest_safe', 0) + counts.get('xstest_unsafe', 0)} "
+                                         "of XSTest's"}, indent=1))
     return merged
 
 
