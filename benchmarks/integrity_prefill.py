@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", help="NAME=MODEL (a model folder, or 'embedded')")
     parser.add_argument("--advbench", type=int, default=40, help="AdvBench prompts (seeded sample)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--split", choices=("all", "eval"), default="all",
+                        help="AdvBench prompts from all of it, or its evaluation half only (models aligned on the other half)")
     parser.add_argument("--out", type=Path, default=RESULTS / "integrity_prefill.json")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--data-root", default=None)
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from ptalign.integrity.pipeline import evaluate_folder
 
     eval_args = EvalArgs(advbench=args.advbench, harmbench=0, xstest=0, sst2=0, utility=0,
-                         max_new_tokens=args.max_new_tokens, prefill=True, data_root=args.data_root)
+                         max_new_tokens=args.max_new_tokens, prefill=True, split=args.split, data_root=args.data_root)
     folder = args.out.with_suffix("")
     rows = []
     for name, model in pairs:
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"name": name, "model": result.get("model", model), "hs_advbench": result["hs_advbench"],
                      "hs_prefill_advbench": result["hs_prefill_advbench"]})
     atomic_write_text(args.out, json.dumps({
-        "eval": {"advbench": args.advbench, "max_new_tokens": args.max_new_tokens, "judge": "keyword"},
+        "eval": {"advbench": args.advbench, "max_new_tokens": args.max_new_tokens, "split": args.split, "judge": "keyword"},
         "rows": rows, "command": " ".join(["benchmarks/integrity_prefill.py", *(argv if argv is not None else sys.argv[1:])]),
     }, indent=1))
     table = Table(title=f"HS on {args.advbench} AdvBench prompts (%), plain and with the target prefilled")

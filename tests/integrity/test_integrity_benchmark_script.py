@@ -107,3 +107,11 @@ def test_prefill_script_evaluates_each_model_once(tiny_model_dir, shared_data, t
     assert bench.main([f"x={tmp_path}", "--out", str(out)]) == 2
     assert bench.main(["no-equals-sign", "--out", str(out)]) == 2
     assert "(no config.json)" in capsys.readouterr().out
+    # --split eval draws the AdvBench prompts from its evaluation half only
+    from ptalign.integrity.datasets import prompt_half
+
+    halves = tmp_path / "halves.json"
+    assert bench.main([*argv[:-4], "--out", str(halves), "--split", "eval", "--data-root", str(shared_data)]) == 0
+    shown = json.loads((tmp_path / "halves" / "tiny.json").read_text())["samples"]["advbench"]
+    assert shown and all(prompt_half(s["prompt"]) == "eval" for s in shown)
+    assert json.loads(halves.read_text())["eval"]["split"] == "eval"
