@@ -34,7 +34,7 @@ import torch
 
 from ptalign.rec.baselines import RANKERS, _tokens, minilm_model_dir
 from ptalign.rec.data import RankingQuery, load_relevance_jsonl
-from ptalign.rec.metrics import DEFAULT_METRICS, pairwise_accuracy
+from ptalign.rec.metrics import DEFAULT_METRICS, paired_difference, pairwise_accuracy
 from ptalign.rec.report import evaluate_methods, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,13 +146,6 @@ def train_cross_encoder(train: Sequence[RankingQuery], dev: Sequence[RankingQuer
     return model, curve
 
 
-def paired_difference(per_query: dict, method: str, base: str, metric: str = "pairwise_accuracy") -> dict:
-    diffs = [row[metric] - per_query[base][q][metric] for q, row in per_query[method].items()
-             if row[metric] is not None and per_query[base][q][metric] is not None]
-    return {"mean_difference": statistics.fmean(diffs), "stderr": statistics.stdev(diffs) / len(diffs) ** 0.5,
-            "n_queries": len(diffs)}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED / "rec" / "homedepot")
@@ -191,8 +184,8 @@ def main(argv=None) -> int:
                                    "seconds": round(time.perf_counter() - t0, 1)}
     evaluated = evaluate_methods(dev, dev_scores, DEFAULT_METRICS)
     result["methods"], result["stderr"] = evaluated["methods"], evaluated["stderr"]
-    result["paired_vs_minilm"] = {m: paired_difference(evaluated["per_query"], m, "minilm")
-                                  for m in dev_scores if m != "minilm"}
+    pairwise = {m: {q: row["pairwise_accuracy"] for q, row in pq.items()} for m, pq in evaluated["per_query"].items()}
+    result["paired_vs_minilm"] = {m: paired_difference(pairwise[m], pairwise["minilm"]) for m in dev_scores if m != "minilm"}
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["command"] = "python benchmarks/rec_ceiling.py " + " ".join(argv if argv is not None else sys.argv[1:])
     from ptalign.config import atomic_write_text

@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from ptalign.rec.metrics import paired_difference
+
 
 def paired(per_query: dict[str, dict[str, float | None]], method: str, base: str) -> dict:
     """Mean of ``method - base`` over the queries where both are defined, its standard error and n."""
-    diffs = [per_query[method][q] - v for q, v in per_query[base].items()
-             if v is not None and per_query[method].get(q) is not None]  # fmt: skip
-    if len(diffs) < 2:
-        raise ValueError(f"{method} and {base} share fewer than 2 queries with the metric defined")
-    return {"method": method, "base": base, "mean_difference": statistics.fmean(diffs),
-            "stderr": statistics.stdev(diffs) / len(diffs) ** 0.5, "n_queries": len(diffs)}
+    try:
+        return {"method": method, "base": base, **paired_difference(per_query[method], per_query[base])}
+    except ValueError as err:
+        raise ValueError(f"{method} and {base}: {err}") from None
 
 
 def main(argv=None) -> int:

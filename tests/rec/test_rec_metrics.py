@@ -140,3 +140,14 @@ def test_batch_where_nothing_is_relevant_gives_nan_means():
     means, per_query = evaluate([flat], {"flat": [1.0, 0.0]}, ALL)
     assert all(math.isnan(v) for v in means.values())
     assert per_query["flat"] == {m: None for m in ALL}
+
+
+def test_paired_difference_by_hand():
+    from ptalign.rec.metrics import paired_difference
+
+    # q3 is undefined for the method and q4 missing from it: diffs 0.25 and 0.5 only
+    out = paired_difference({"q1": 0.5, "q2": 1.0, "q3": None}, {"q1": 0.25, "q2": 0.5, "q3": 0.5, "q4": 1.0})
+    assert out["mean_difference"] == pytest.approx(0.375) and out["n_queries"] == 2
+    assert out["stderr"] == pytest.approx(0.125)  # sd 0.1768 / sqrt 2
+    with pytest.raises(ValueError, match="fewer than 2 queries"):
+        paired_difference({"q1": 0.5}, {"q1": 0.25})

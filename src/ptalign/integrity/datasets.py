@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from ptalign.registry import Registry
 
@@ -299,6 +299,7 @@ def load_harmless_instructions(
 # --------------------------------------------------------------------------- benchmark halves
 
 PROMPT_SPLITS = ("all", "align", "eval")
+R = TypeVar("R")
 
 
 def prompt_half(prompt: str) -> str:
@@ -312,8 +313,8 @@ def prompt_half(prompt: str) -> str:
     return "eval" if digest[0] % 2 == 0 else "align"
 
 
-def split_prompts(records: Sequence[PromptRecord], part: str) -> list[PromptRecord]:
-    """The records of ``part`` (``all``, ``align`` or ``eval``, see :func:`prompt_half`)."""
+def split_prompts(records: Sequence[R], part: str) -> list[R]:
+    """The records (anything with a ``prompt``) of ``part``: ``all``, ``align`` or ``eval``, see :func:`prompt_half`."""
     if part not in PROMPT_SPLITS:
         raise ValueError(f"prompt split must be one of {', '.join(PROMPT_SPLITS)}, got {part!r}")
     return list(records) if part == "all" else [r for r in records if prompt_half(r.prompt) == part]

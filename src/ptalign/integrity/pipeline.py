@@ -97,7 +97,7 @@ def evaluate_folder(model: str, args: EvalArgs, judge=None, cache_dir: str | Non
     from ptalign.models import load_model
 
     if required_eval_split(model) and args.split != "eval":
-        raise ValueError(f"{model} was aligned on the alignment halves of AdvBench and HarmBench ({EVAL_SPLIT_MARK}); "
+        raise ValueError(f"{model} was aligned on the alignment halves of its benchmarks ({EVAL_SPLIT_MARK}); "
                          "evaluate it on their evaluation halves only: add eval.split=eval")
 
     policy, tokenizer = load_model(model, cache_dir=cache_dir)

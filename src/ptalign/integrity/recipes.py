@@ -21,8 +21,8 @@ Alignment feedback (``build_alignment_feedback``), every source disjoint from th
                           answer a loss (``FeedbackArgs.recovery``)
 
 Each (prompt, gain, loss) on the same prompt also forms a preference pair, for DPO. Without
-``benchmark_prompts`` no alignment source shares a prompt distribution with the evaluation; with
-it, alignment and evaluation prompts are disjoint halves of the same benchmarks, as in the defense
+``benchmark_prompts`` or ``xstest_contrast`` no alignment source shares a prompt distribution with
+the evaluation; with them, alignment and evaluation prompts are disjoint halves of the same benchmarks, as in the defense
 literature's protocol (BeaverTails alignment data, BeaverTails test prompts).
 
 The attack (``build_attack_data``) is the harmful fine-tuning of the defense literature (Vaccine,
@@ -223,8 +223,8 @@ def xstest_contrast_completions(data_root: str | None = None) -> list[D.XSTestCo
     """GPT-4's answers to the alignment half of XSTest that its human labels call right: full
     compliance with a safe prompt, full refusal of an unsafe one (the evaluation half is never drawn)."""
     right = {"safe": "1_full_compliance", "unsafe": "2_full_refusal"}
-    return [r for r in D.load_xstest_completions(data_root=data_root, model="gpt4")
-            if D.prompt_half(r.prompt) == "align" and r.human_label == right[r.prompt_label] and r.completion.strip()]
+    return [r for r in D.split_prompts(D.load_xstest_completions(data_root=data_root, model="gpt4"), "align")
+            if r.human_label == right[r.prompt_label] and r.completion.strip()]
 
 
 def recovery_split(answer: str, rng: random.Random, max_words: int) -> tuple[str, str] | None:
@@ -332,7 +332,7 @@ def attack(model: str, out_dir: Path, args: AttackArgs, console: Console | None 
 
 
 EVAL_SPLIT_MARK = "ptalign_eval_split.json"
-"""Written into a model folder aligned on benchmark prompts (and carried into every attacked copy):
+"""Written into a model folder aligned on benchmark prompts (``FeedbackArgs.needs_eval_split``) (and carried into every attacked copy):
 the model may only be evaluated on the benchmarks' evaluation halves."""
 
 
