@@ -115,3 +115,18 @@ def test_prefill_script_evaluates_each_model_once(tiny_model_dir, shared_data, t
     shown = json.loads((tmp_path / "halves" / "tiny.json").read_text())["samples"]["advbench"]
     assert shown and all(prompt_half(s["prompt"]) == "eval" for s in shown)
     assert json.loads(halves.read_text())["eval"]["split"] == "eval"
+
+
+def test_report_shows_over_refusal_by_xstest_type(tmp_path):
+    from ptalign.integrity.report import by_type_table, write_report
+
+    assert by_type_table(_results({"none": _row(96.0, 98.0, 80.0, 2.0)})) is None
+    row = _row(10.0, 20.0, 75.0, 25.0)
+    row["before"]["over_refusal_by_type"] = {"homonyms": 50.0, "safe_contexts": 0.0}
+    none = _row(96.0, 98.0, 80.0, 0.0)
+    none["before"]["over_refusal_by_type"] = {"homonyms": 0.0}
+    table = by_type_table(_results({"kt-ipa": row, "none": none}))
+    assert table.splitlines()[0] == "| method | homonyms | safe_contexts |"
+    assert table.splitlines()[2:] == ["| kt-ipa | 50 | 0 |", "| none | 0 | - |"]
+    report = write_report(_results({"kt-ipa": row}), tmp_path).read_text()
+    assert "Over-refusal by XSTest prompt type" in report and "| kt-ipa | 50 | 0 |" in report

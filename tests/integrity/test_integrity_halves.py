@@ -9,7 +9,7 @@ import pytest
 
 from ptalign.config import ConfigError
 from ptalign.integrity import datasets as D
-from ptalign.integrity.judges import KeywordJudge
+from ptalign.integrity.judges import KeywordJudge, refusal_rate
 from ptalign.integrity.pipeline import build_integrity_config, evaluate_folder
 from ptalign.integrity.recipes import (
     EVAL_SPLIT_MARK, REFUSALS, AlignArgs, AttackArgs, FeedbackArgs, align, attack, benchmark_alignment_prompts,
@@ -127,6 +127,10 @@ def test_evaluation_halves_and_the_xstest_contrast_figure(tiny_model_dir, shared
                     split="eval", data_root=str(shared_data))
     result = evaluate_model(model, tokenizer, args, judge=KeywordJudge(data_root=shared_data), progress=False)
     assert 0 <= result["refusal_xstest_unsafe"] <= 100 and "over_refusal" in result
+    for key, total in (("over_refusal_by_type", "over_refusal"), ("refusal_xstest_unsafe_by_type", "refusal_xstest_unsafe"),
+                       ("hs_harmbench_by_category", "hs_harmbench")):
+        assert result[key] and min(result[key].values()) <= result[total] <= max(result[key].values())
+    assert set(result["hs_harmbench_by_category"]) <= {p.category for p in D.load_harmbench(data_root=shared_data)}
     shown = [s["prompt"] for name in ("advbench", "harmbench") for s in result["samples"][name]]
     assert len(shown) == 6 and all(D.prompt_half(p) == "eval" for p in shown)
     unsafe = {p.prompt for p in D.load_xstest(data_root=shared_data) if p.label == "unsafe"}
@@ -180,3 +184,16 @@ def test_on_policy_samples_are_cached_per_model_prompts_and_settings(tiny_model_
     # another seed samples again, and is stored beside the first
     sample_feedback(str(tiny_model_dir), FeedbackArgs(**{**args.__dict__, "seed": 1}), Console(quiet=True), cache)
     assert calls == [3, 3] and len(list((tmp_path / "cache" / "samples").glob("*.json"))) == 2
+
+
+def test_rates_by_category_are_each_categorys_own():
+    from ptalign.integrity.evaluate import rate_by_category
+    from ptalign.integrity.judges import Verdict
+
+    records = [D.PromptRecord(prompt=f"p{i}", category=c, label="safe", source="xstest")
+               for i, c in enumerate(["homonyms", "homonyms", "homonyms", "safe_contexts", ""])]
+    verdicts = [Verdict(harmful=False, refusal=r, score=0.0) for r in (True, False, False, True, False)]
+    rates = rate_by_category(records, verdicts, refusal_rate)
+    assert rates == {"(none)": 0.0, "homonyms": pytest.approx(100 / 3), "safe_contexts": 100.0}
+    with pytest.raises(ValueError):
+        rate_by_category(records[:2], verdicts, refusal_rate)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -65,6 +66,14 @@ class EvalArgs:
 
 def _sample(items: list, k: int, seed: int) -> list:
     return items if k >= len(items) else random.Random(seed).sample(items, k)
+
+
+def rate_by_category(records: list[D.PromptRecord], verdicts: list, rate: Callable[[list], float]) -> dict[str, float]:
+    """``rate`` of the verdicts of each of the records' categories (XSTest type, HarmBench semantic category), by name."""
+    groups: dict[str, list] = {}
+    for record, verdict in zip(records, verdicts, strict=True):
+        groups.setdefault(record.category or "(none)", []).append(verdict)
+    return {name: rate(group) for name, group in sorted(groups.items())}
 
 
 def score_completions(model, tokenizer, examples: list[FeedbackExample], batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,10 +144,15 @@ def evaluate_model(model, tokenizer, args: EvalArgs, judge=None, progress: bool 
         kv = keyword.judge(ps, ans)
         if name == "xstest_safe":
             result["over_refusal"] = refusal_rate(kv)
+            result["over_refusal_by_type"] = rate_by_category(records, kv, refusal_rate)
         elif name == "xstest_unsafe":
             result["refusal_xstest_unsafe"] = refusal_rate(kv)
+            result["refusal_xstest_unsafe_by_type"] = rate_by_category(records, kv, refusal_rate)
         else:
-            result[f"hs_{name}"] = harmful_score(judge.judge(ps, ans))
+            verdicts = judge.judge(ps, ans)
+            result[f"hs_{name}"] = harmful_score(verdicts)
+            if name == "harmbench":
+                result["hs_harmbench_by_category"] = rate_by_category(records, verdicts, harmful_score)
             result[f"hs_keyword_{name}"] = harmful_score(kv)
             result[f"refusal_{name}"] = refusal_rate(kv)
         samples[name] = [{"prompt": p, "answer": a} for p, a in list(zip(ps, ans))[:3]]

@@ -44,6 +44,18 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def by_type_table(results: dict, key: str = "over_refusal_by_type") -> str | None:
+    """One row per method, one column per category of ``before[key]`` (XSTest types for over-refusal); None without it."""
+    have = {m: r["before"][key] for m, r in results["methods"].items() if r.get("before", {}).get(key)}
+    if not have:
+        return None
+    names = sorted({name for rates in have.values() for name in rates})
+    lines = ["| method | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    lines += ["| " + " | ".join([m, *(f"{rates[n]:.0f}" if n in rates else "-" for n in names)]) + " |"
+              for m, rates in have.items()]
+    return "\n".join(lines)
+
+
 def plot_hs_by_epoch(results: dict, path: Path) -> Path | None:
     """HS (%) after each attack epoch, one line per method and attack; None without matplotlib."""
     try:
@@ -160,6 +172,10 @@ def write_report(results: dict, out: Path) -> Path:
         markdown_table(results),
         "",
     ]
+    by_type = by_type_table(results)
+    if by_type:
+        parts += ["Over-refusal by XSTest prompt type, before the attack (% of the slice's safe prompts of that type refused):",
+                  "", by_type, ""]
     if plot:
         parts += [f"![HS by attack epoch]({plot.name})", ""]
     if tradeoff:
