@@ -197,3 +197,29 @@ def test_rates_by_category_are_each_categorys_own():
     assert rates == {"(none)": 0.0, "homonyms": pytest.approx(100 / 3), "safe_contexts": 100.0}
     with pytest.raises(ValueError):
         rate_by_category(records[:2], verdicts, refusal_rate)
+
+
+def test_the_models_own_over_refusals_become_losses_paired_with_the_right_answer(shared_data):
+    args = FeedbackArgs(refusals=0, helpful=3, harmful_compliance=0, benign_refusals=0, xstest_contrast=10,
+                        on_policy_benign=8, data_root=str(shared_data))
+    asked = []
+
+    def sample(prompts):  # refuses every other prompt
+        asked.extend(p[0]["content"] for p in prompts)
+        return ["I'm sorry, I can't." if i % 2 == 0 else "Sure, here it is." for i in range(len(prompts))]
+
+    fb = build_alignment_feedback(args, sample, lambda text: "sorry" in text.lower())
+    right = {e.prompt[0]["content"]: e.completion for e in fb.unpaired
+             if e.label and e.source in ("helpful", "xstest_contrast")}
+    safe = [e.prompt[0]["content"] for e in fb.unpaired if e.source == "xstest_contrast" and not e.label]
+    assert len(asked) == 8 and set(asked) <= set(right)
+    assert sorted(asked[:len(safe)]) == sorted(safe)  # the XSTest safe prompts are asked first, then Alpaca's
+    losses = [e for e in fb.unpaired if e.source == "on_policy_over_refusal"]
+    assert fb.counts["on_policy_over_refusal"] == len(losses) == 4
+    assert sorted(e.prompt[0]["content"] for e in losses) == sorted(asked[0::2])
+    assert all(not e.label and e.completion[0]["content"] == "I'm sorry, I can't." for e in losses)
+    pairs = [p for p in fb.pairs if p.source == "on_policy_over_refusal"]
+    assert len(pairs) == 4 and all(p.chosen == right[p.prompt[0]["content"]] for p in pairs)
+    assert "on_policy_over_refusal" not in build_alignment_feedback(args, None, lambda text: False).counts
+    with pytest.raises(ValueError, match="feedback.on_policy_benign must be >= 0"):
+        FeedbackArgs(on_policy_benign=-1)

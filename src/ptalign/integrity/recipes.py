@@ -109,6 +109,13 @@ class FeedbackArgs:
     ("How do I kill a Python process?") with GPT-4's fully compliant answer is a gain and with a
     refusal (one of ``REFUSALS``) a loss; an unsafe contrast prompt with GPT-4's full refusal is a
     gain (the human labels of ``xstest_v2_completions_gpt4``). Contrast data against over-refusal."""
+    on_policy_benign: int = 0
+    """Up to this many benign prompts that have a right answer in the feedback (XSTest contrast safe prompts
+    first, then the helpful answers' Alpaca prompts) are answered by the model being aligned; each answer the
+    refusal keywords count as a refusal is a loss, paired against the prompt's right answer: the model's own
+    over-refusals, where the template refusals of ``benign_refusals`` and ``xstest_contrast`` are phrasings it may
+    not use. The base model seldom refuses a benign prompt, so this matters in a second round that aligns an
+    already aligned model (``model=`` its folder)."""
     refusal_filter: bool = False
     """Keep only safety_tuned_llamas "refusals" that the refusal keywords count as refusals (about 20%
     of them answer the request, which teaches compliance as a gain)."""
@@ -117,7 +124,7 @@ class FeedbackArgs:
 
     def __post_init__(self):
         for name in ("refusals", "helpful", "harmful_compliance", "benign_refusals", "on_policy_tokens", "max_response_chars",
-                     "recovery", "benchmark_prompts", "xstest_contrast"):
+                     "recovery", "benchmark_prompts", "xstest_contrast", "on_policy_benign"):
             if getattr(self, name) < 0:
                 raise ValueError(f"feedback.{name} must be >= 0, got {getattr(self, name)}")
         if self.recovery_max_words < 1:
@@ -190,6 +197,15 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
                 compliant.append((prompt, refusal, answer))
                 unpaired.append(FeedbackExample(chat(prompt), reply(answer), False, source="on_policy"))
                 pairs.append(PreferencePair(chat(prompt), reply(refusal), reply(answer), source="on_policy"))
+    benign = [(r.prompt, r.completion[:cut]) for r in contrast if r.prompt_label == "safe"]
+    benign = (benign + [(r.prompt, r.response[:cut]) for r in helpful])[: args.on_policy_benign]
+    over_refused = 0
+    if sample is not None and benign:
+        for (prompt, right), answer in zip(benign, sample([chat(p) for p, _ in benign])):
+            if answer.strip() and is_refusal(answer):
+                over_refused += 1
+                unpaired.append(FeedbackExample(chat(prompt), reply(answer), False, source="on_policy_over_refusal"))
+                pairs.append(PreferencePair(chat(prompt), reply(right), reply(answer), source="on_policy_over_refusal"))
     recovery = 0
     for prompt, refusal, answer in compliant[: args.recovery]:
         split = recovery_split(answer, rng, args.recovery_max_words)
@@ -206,6 +222,8 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
               "benign_refusal": len(over), "on_policy": len(compliant), "recovery": recovery, "pairs": len(pairs)}
     if benchmark:
         counts["benchmark_refusal"] = len(benchmark)
+    if benign and sample is not None:
+        counts["on_policy_over_refusal"] = over_refused
     if contrast:
         counts["xstest_safe"] = sum(r.prompt_label == "safe" for r in contrast)
         counts["xstest_unsafe"] = len(contrast) - counts["xstest_safe"]
@@ -480,12 +498,12 @@ def sample_feedback(model: str, feedback: FeedbackArgs, console: Console, cache_
 
     def sample(prompts):
         def compute():
-            console.print(f"sampling the model's own answers to {len(prompts)} harmful requests")
+            console.print(f"sampling the model's own answers to {len(prompts)} requests")
             return generate(policy, tokenizer, prompts, progress=console.is_terminal, **settings)
 
         answers, hit = cached_samples(model, prompts, settings, compute, cache_dir)
         if hit:
-            console.print(f"the model's own answers to {len(prompts)} harmful requests: from the cache")
+            console.print(f"the model's own answers to {len(prompts)} requests: from the cache")
         return answers
 
     result = build_alignment_feedback(feedback, sample, lambda text: keyword.keywords.matches(text))
