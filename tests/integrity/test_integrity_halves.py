@@ -115,8 +115,10 @@ def test_benchmark_feedback_needs_the_evaluation_halves():
         build_integrity_config({}, ["feedback.xstest_contrast=10"])
     cfg = build_integrity_config({}, ["feedback.benchmark_prompts=10", "eval.split=eval"])
     assert cfg.eval.split == "eval"
-    with pytest.raises(ValueError, match="eval.split must be 'all' or 'eval'"):
-        EvalArgs(split="align")
+    with pytest.raises(ValueError, match="eval.split must be one of all, align, eval, got 'train'"):
+        EvalArgs(split="train")
+    with pytest.raises(ConfigError, match="add eval.split=eval"):  # a benchmark run is never scored on what it trained on
+        build_integrity_config({}, ["feedback.xstest_contrast=10", "eval.split=align"])
 
 
 def test_evaluation_halves_and_the_xstest_contrast_figure(tiny_model_dir, shared_data):
@@ -157,6 +159,12 @@ def test_an_aligned_model_carries_its_split_through_the_attack(tiny_model_dir, t
         evaluate_folder(str(attacked), EvalArgs(**small), judge=KeywordJudge(data_root=shared_data), cache_dir=cache)
     assert "hs" in evaluate_folder(str(attacked), EvalArgs(**small, split="eval"), judge=KeywordJudge(data_root=shared_data),
                                    cache_dir=cache)
+    # the halves it was trained on, asked for by name: every prompt from them
+    trained = evaluate_folder(str(aligned), EvalArgs(**small, xstest_unsafe=1, split="align"),
+                              judge=KeywordJudge(data_root=shared_data), cache_dir=cache)
+    shown = [s["prompt"] for name in ("advbench", "harmbench", "xstest_safe", "xstest_unsafe") for s in trained["samples"][name]]
+    assert len(shown) == 5 and all(D.prompt_half(p) == "align" for p in shown)
+    assert trained["eval_args"]["split"] == "align"
     assert required_eval_split(str(tiny_model_dir)) is None
 
 

@@ -48,7 +48,9 @@ class EvalArgs:
     split: str = "all"
     """Which prompts of AdvBench, HarmBench and XSTest the slices are drawn from: ``all`` of them, or
     only their ``eval`` halves (:func:`ptalign.integrity.datasets.prompt_half`), as a model aligned on
-    their other halves (``feedback.benchmark_prompts``, ``feedback.xstest_contrast``) must be evaluated."""
+    their other halves (``feedback.benchmark_prompts``, ``feedback.xstest_contrast``) must be evaluated,
+    or their ``align`` halves: how well such a model learnt the prompts it was trained on (a
+    training-distribution figure, not a benchmark result)."""
     prefill: bool = False
     """Also answer the AdvBench prompts with their target prefilled (``hs_prefill_advbench``)."""
     seed: int = 0
@@ -58,8 +60,8 @@ class EvalArgs:
         for name in ("advbench", "harmbench", "xstest", "xstest_unsafe", "sst2", "utility"):
             if getattr(self, name) < 0:
                 raise ValueError(f"eval.{name} must be >= 0, got {getattr(self, name)}")
-        if self.split not in ("all", "eval"):
-            raise ValueError(f"eval.split must be 'all' or 'eval', got {self.split!r}")
+        if self.split not in D.PROMPT_SPLITS:
+            raise ValueError(f"eval.split must be one of {', '.join(D.PROMPT_SPLITS)}, got {self.split!r}")
         if self.judge not in JUDGES:
             raise ValueError(f"eval.judge must be one of {', '.join(JUDGES.names())}, got {self.judge!r}")
 

@@ -96,9 +96,10 @@ def load_integrity_config(path: str | Path | None, overrides: list[str] | None =
 def evaluate_folder(model: str, args: EvalArgs, judge=None, cache_dir: str | None = None) -> dict:
     from ptalign.models import load_model
 
-    if required_eval_split(model) and args.split != "eval":
+    if required_eval_split(model) and args.split == "all":
         raise ValueError(f"{model} was aligned on the alignment halves of its benchmarks ({EVAL_SPLIT_MARK}); "
-                         "evaluate it on their evaluation halves only: add eval.split=eval")
+                         "evaluate it on their evaluation halves only: add eval.split=eval "
+                         "(or eval.split=align to measure the halves it was trained on)")
 
     policy, tokenizer = load_model(model, cache_dir=cache_dir)
     return evaluate_model(policy, tokenizer, args, judge=judge)
