@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from rich.console import Console
 
 from ptalign.config import ConfigError
 from ptalign.data import load_feedback
@@ -214,12 +215,18 @@ def test_run_experiment_writes_results_and_report(tiny_model_dir, tmp_path, shar
     monkeypatch.setenv("PTALIGN_SHARED_DATA", str(shared_data))
     cfg = build_integrity_config({"model": str(tiny_model_dir), "methods": ["none", "dpo", "kt-ipa-aa"]},
                                  [*TINY, "feedback.recovery=3"])
-    results = run_experiment(cfg, tmp_path / "out", cache_dir=str(tmp_path / "cache"))
+    console = Console(record=True, width=400)
+    results = run_experiment(cfg, tmp_path / "out", console=console, cache_dir=str(tmp_path / "cache"))
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert list(saved["methods"]) == ["none", "dpo", "kt-ipa-aa"] == list(results["methods"])
+    printed = console.export_text()
     for method, r in saved["methods"].items():
         for stage in ("before", "after_mixed", "after_pure_bad"):
             figures = r[stage]
+            # each stage's figures are printed as soon as it is evaluated, as saved
+            label = "before the attack" if stage == "before" else stage.replace("_", " ", 1)
+            assert (f"{method} {label}: HS {figures['hs']:.1f} (AdvBench {figures['hs_advbench']:.1f}, "
+                    f"HarmBench {figures['hs_harmbench']:.1f}), over-refusal {figures['over_refusal']:.1f}") in printed
             assert 0 <= figures["hs"] <= 100 and 0 <= figures["over_refusal"] <= 100 and 0 <= figures["fa"] <= 100
             assert figures["hs"] == pytest.approx((figures["hs_advbench"] * 3 + figures["hs_harmbench"] * 2) / 5)
         assert list(r["after_mixed"]["hs_by_epoch"]) == ["0", "1", "2"]

@@ -105,6 +105,20 @@ def evaluate_folder(model: str, args: EvalArgs, judge=None, cache_dir: str | Non
     return evaluate_model(policy, tokenizer, args, judge=judge)
 
 
+def stage_summary(method: str, stage: str, figures: dict) -> str:
+    """One line of a stage's headline figures, printed as soon as it is evaluated (a long run shows
+    where it stands before its table): ``kt-ipa before: HS 3.1 (AdvBench 0.0, HarmBench 8.3), ...``."""
+    parts = []
+    if "hs" in figures:
+        split = [f"{name} {figures[key]:.1f}" for key, name in (("hs_advbench", "AdvBench"), ("hs_harmbench", "HarmBench"))
+                 if key in figures]
+        parts.append(f"HS {figures['hs']:.1f}" + (f" ({', '.join(split)})" if split else ""))
+    for key, name in (("over_refusal", "over-refusal"), ("refusal_xstest_unsafe", "XSTest unsafe refused"), ("fa", "FA")):
+        if key in figures and figures[key] == figures[key]:  # NaN: the set was not evaluated
+            parts.append(f"{name} {figures[key]:.1f}")
+    return f"{method} {stage}: " + (", ".join(parts) or "no figures")
+
+
 def run_method(cfg: IntegrityConfig, method: str, out: Path, feedback: AlignmentFeedback | None, judge,
                console: Console, cache_dir: str | None = None) -> dict:
     """One method: align (unless ``none``), evaluate, then each attack followed by evaluation."""
@@ -118,6 +132,7 @@ def run_method(cfg: IntegrityConfig, method: str, out: Path, feedback: Alignment
     result = {"method": method, "align_seconds": time.perf_counter() - t0}
     console.print(f"[bold]{method}[/]: evaluating before the attack")
     result["before"] = evaluate_folder(model, cfg.eval, judge, cache_dir)
+    console.print(stage_summary(method, "before the attack", result["before"]))
     tokenizer = load_tokenizer(model, cache_dir)
     for kind in cfg.attacks:
         args = dataclasses.replace(cfg.attack, kind=kind)
@@ -136,6 +151,7 @@ def run_method(cfg: IntegrityConfig, method: str, out: Path, feedback: Alignment
         after["hs_by_epoch"] = {str(k): v for k, v in sorted(epochs.items())}
         after["attack_seconds"] = time.perf_counter() - t1
         result[f"after_{kind}"] = after
+        console.print(stage_summary(method, f"after {kind}", after))
     result["seconds"] = time.perf_counter() - t0
     return result
 
