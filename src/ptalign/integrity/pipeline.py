@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,14 +108,15 @@ def evaluate_folder(model: str, args: EvalArgs, judge=None, cache_dir: str | Non
 
 def stage_summary(method: str, stage: str, figures: dict) -> str:
     """One line of a stage's headline figures, printed as soon as it is evaluated (a long run shows
-    where it stands before its table): ``kt-ipa before: HS 3.1 (AdvBench 0.0, HarmBench 8.3), ...``."""
+    where it stands before its table): ``kt-ipa after mixed: HS 4.7 (AdvBench 0.0, HarmBench 12.5), ...``;
+    a figure whose set was not evaluated (NaN) is left out."""
     parts = []
     if "hs" in figures:
         split = [f"{name} {figures[key]:.1f}" for key, name in (("hs_advbench", "AdvBench"), ("hs_harmbench", "HarmBench"))
                  if key in figures]
         parts.append(f"HS {figures['hs']:.1f}" + (f" ({', '.join(split)})" if split else ""))
     for key, name in (("over_refusal", "over-refusal"), ("refusal_xstest_unsafe", "XSTest unsafe refused"), ("fa", "FA")):
-        if key in figures and figures[key] == figures[key]:  # NaN: the set was not evaluated
+        if key in figures and not math.isnan(figures[key]):
             parts.append(f"{name} {figures[key]:.1f}")
     return f"{method} {stage}: " + (", ".join(parts) or "no figures")
 
