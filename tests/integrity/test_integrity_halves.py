@@ -4,18 +4,21 @@ feedback it makes, and the guards that keep an aligned model off the prompts it 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from ptalign.config import ConfigError
 from ptalign.integrity import datasets as D
 from ptalign.integrity.judges import KeywordJudge, refusal_rate
-from ptalign.integrity.pipeline import build_integrity_config, evaluate_folder
+from ptalign.integrity.pipeline import build_integrity_config, evaluate_folder, run_experiment
 from ptalign.integrity.recipes import (
     EVAL_SPLIT_MARK, REFUSALS, AlignArgs, AttackArgs, FeedbackArgs, align, attack, benchmark_alignment_prompts,
     build_alignment_feedback, required_eval_split, xstest_contrast_completions,
 )
 from ptalign.integrity.evaluate import EvalArgs, evaluate_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prompt_halves_are_fixed_by_the_text_alone():
@@ -119,6 +122,35 @@ def test_benchmark_feedback_needs_the_evaluation_halves():
         EvalArgs(split="train")
     with pytest.raises(ConfigError, match="add eval.split=eval"):  # a benchmark run is never scored on what it trained on
         build_integrity_config({}, ["feedback.xstest_contrast=10", "eval.split=align"])
+    # a single step with a run's config is not a run: it may ask for the halves it trained on, a run still may not
+    step = build_integrity_config({}, ["feedback.xstest_contrast=10", "eval.split=align"], run=False)
+    assert step.eval.split == "align"
+    with pytest.raises(ConfigError, match="add eval.split=eval"):
+        run_experiment(step, Path("never-written"))
+    assert not Path("never-written").exists()
+
+
+def test_eval_with_the_halves_config_may_measure_the_alignment_halves(tiny_model_dir, tmp_path, shared_data, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ptalign.cli import app
+
+    monkeypatch.setenv("PTALIGN_SHARED_DATA", str(shared_data))
+    config = str(ROOT / "configs" / "integrity_benchmark_cpu_halves.yaml")
+    small = ["eval.split=align", "eval.advbench=2", "eval.harmbench=1", "eval.xstest=2", "eval.xstest_unsafe=0",
+             "eval.sst2=0", "eval.utility=0", "eval.max_new_tokens=2"]
+    out = tmp_path / "align.json"
+    result = CliRunner().invoke(app, ["integrity", "eval", str(tiny_model_dir), "--config", config, "--out", str(out),
+                                      "--cache-dir", str(tmp_path / "cache"), *small])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures["eval_args"]["split"] == "align" and figures["eval_args"]["max_new_tokens"] == 2
+    shown = [s["prompt"] for name in ("advbench", "harmbench", "xstest_safe") for s in figures["samples"][name]]
+    assert len(shown) == 5 and all(D.prompt_half(p) == "align" for p in shown)
+    # the same config and split as a run is refused before anything is written
+    result = CliRunner().invoke(app, ["integrity", "run", config, "--out", str(tmp_path / "run"), "eval.split=align"])
+    assert result.exit_code != 0 and "add eval.split=eval" in result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_evaluation_halves_and_the_xstest_contrast_figure(tiny_model_dir, shared_data):

@@ -20,7 +20,7 @@ def _cfg(config, overrides, **top):
     from ptalign.integrity.pipeline import load_integrity_config
 
     extra = [f"{k}={v}" for k, v in top.items() if v is not None]
-    return load_integrity_config(config, list(overrides or []) + extra)
+    return load_integrity_config(config, list(overrides or []) + extra, run=False)
 
 
 def _run(fn):

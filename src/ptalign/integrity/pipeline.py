@@ -46,6 +46,10 @@ class IntegrityConfig:
         unknown = [m for m in self.methods if m not in (BASELINE, *METHODS)]
         if unknown:
             raise ConfigError(f"unknown method(s) {unknown}; known: {', '.join((BASELINE, *METHODS))}")
+
+    def check_run(self) -> None:
+        """A run's figures are scored on the halves its feedback left out. Only a run is held to this: one
+        ``integrity eval`` with a run's config may ask for ``eval.split=align`` (the halves it trained on)."""
         if self.feedback.needs_eval_split and self.eval.split != "eval":
             raise ConfigError("feedback.benchmark_prompts and feedback.xstest_contrast train on the alignment halves of "
                               "AdvBench, HarmBench and XSTest, so the evaluation must draw from their other halves only: "
@@ -59,7 +63,10 @@ GROUPS = {"feedback": FeedbackArgs, "align": AlignArgs, "attack": AttackArgs, "e
 TOP = ("model", "methods", "attacks", "epoch_eval")
 
 
-def build_integrity_config(raw: dict[str, Any] | None = None, overrides: list[str] | None = None) -> IntegrityConfig:
+def build_integrity_config(raw: dict[str, Any] | None = None, overrides: list[str] | None = None,
+                           run: bool = True) -> IntegrityConfig:
+    """The config from a YAML mapping and ``group.key=value`` overrides; ``run=False`` for a single step
+    (align, attack, eval), which is not held to a run's evaluation split (``IntegrityConfig.check_run``)."""
     raw = dict(raw or {})
     unknown = sorted(set(raw) - set(GROUPS) - set(TOP))
     if unknown:
@@ -76,10 +83,13 @@ def build_integrity_config(raw: dict[str, Any] | None = None, overrides: list[st
     for key in ("methods", "attacks"):
         if isinstance(top.get(key), str):
             top[key] = [m.strip() for m in top[key].split(",") if m.strip()]
-    return IntegrityConfig(**top, **{g: build_dataclass(cls, g, merged[g]) for g, cls in GROUPS.items()})
+    cfg = IntegrityConfig(**top, **{g: build_dataclass(cls, g, merged[g]) for g, cls in GROUPS.items()})
+    if run:
+        cfg.check_run()
+    return cfg
 
 
-def load_integrity_config(path: str | Path | None, overrides: list[str] | None = None) -> IntegrityConfig:
+def load_integrity_config(path: str | Path | None, overrides: list[str] | None = None, run: bool = True) -> IntegrityConfig:
     raw = {}
     if path is not None:
         path = Path(path)
@@ -89,7 +99,7 @@ def load_integrity_config(path: str | Path | None, overrides: list[str] | None =
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping")
     try:
-        return build_integrity_config(raw, overrides)
+        return build_integrity_config(raw, overrides, run=run)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
 
@@ -166,6 +176,7 @@ def run_experiment(cfg: IntegrityConfig, out: Path, console: Console | None = No
     from ptalign.integrity.judges import JUDGES
     from ptalign.integrity.report import write_report
 
+    cfg.check_run()
     console = console or Console(stderr=True)
     out = Path(out)
     for method in cfg.methods:  # fail now, not after the feedback has been sampled
