@@ -207,8 +207,51 @@ def test_retain_set_is_every_gain_or_the_helpful_answers_only(shared_data):
     assert len(gains) == 8 and sorted({e.source for e in gains}) == ["helpful", "refusal"]
     helpful = retain_examples(feedback.unpaired, "helpful")
     assert len(helpful) == 5 and {e.source for e in helpful} == {"helpful"} and all(e.label for e in helpful)
-    with pytest.raises(ValueError, match="noise_retain_set must be one of gains, helpful"):
+    with pytest.raises(ValueError, match="noise_retain_set must be one of gains, helpful, benign"):
         AlignArgs(method="kt-ipa-rn", noise_retain_set="refusals")
+
+
+def test_benign_retain_set_is_every_right_answer_to_a_benign_prompt(shared_data):
+    from ptalign.integrity.recipes import REFUSALS, retain_examples
+    from ptalign.integrity.recipes import xstest_contrast_completions
+
+    feedback = build_alignment_feedback(FeedbackArgs(refusals=3, helpful=4, harmful_compliance=2, benign_refusals=2,
+                                                     xstest_contrast=30, data_root=str(shared_data)), None, lambda text: False)
+    benign = retain_examples(feedback.unpaired, "benign", feedback.pairs)
+    safe = {r.prompt: r.completion for r in xstest_contrast_completions(str(shared_data)) if r.prompt_label == "safe"}
+    contrast = [e for e in benign if e.source == "xstest_contrast"]
+    assert len(benign) == 4 + feedback.counts["xstest_safe"] and len(contrast) == feedback.counts["xstest_safe"] > 5
+    assert sum(e.source == "helpful" for e in benign) == 4 and all(e.label for e in benign)
+    for e in contrast:  # GPT-4's answer to a safe prompt, never a refusal and never an unsafe prompt's gain
+        prompt, text = e.prompt[0]["content"], e.completion[0]["content"]
+        assert prompt in safe and safe[prompt].startswith(text) and text not in REFUSALS
+    # without the pairs nothing tells a safe prompt's gain from an unsafe one's refusal: the helpful answers only
+    assert retain_examples(feedback.unpaired, "benign") == retain_examples(feedback.unpaired, "helpful")
+
+
+def test_retain_term_alone_skips_the_harmful_pass(tiny_model_dir, tmp_path, shared_data):
+    from ptalign.batches import prepare_data
+    from ptalign.data import save_feedback
+    from ptalign.integrity.recipes import simulated_attack_records
+    from ptalign.integrity.tamper import CycledBatches, RepresentationNoise
+    from ptalign.losses import build_loss
+    from ptalign.models import load_model
+    from ptalign.reference import CompletionScorer
+
+    model, tok = load_model(str(tiny_model_dir))
+    path = tmp_path / "records.jsonl"
+    save_feedback(simulated_attack_records(2, data_root=str(shared_data)), path)
+    data = prepare_data(str(path), tok, build_loss("sft"), 64, "keep_start", 2, 0)
+    retain = CycledBatches(data, tok.pad_token_id, 64)
+    term = RepresentationNoise(data, tok.pad_token_id, 64, weight=0.0, ascent_weight=0.0, retain=retain, retain_weight=0.5)
+    scorer = CompletionScorer(model)
+    term._noise = lambda *a: pytest.fail("the harmful pass ran with both noise weights at 0")
+    loss, figures = term(scorer)
+    batch = CycledBatches(data, tok.pad_token_id, 64).next_batch("cpu")
+    logps, n_tokens = scorer(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    nll = -float(logps.sum() / n_tokens.sum())  # mean NLL per completion token, by hand
+    assert list(figures) == ["noise/retain_nll"] and figures["noise/retain_nll"] == pytest.approx(nll, rel=1e-5)
+    assert float(loss) == pytest.approx(0.5 * nll, rel=1e-5) and loss.requires_grad
 
 
 def test_run_experiment_writes_results_and_report(tiny_model_dir, tmp_path, shared_data, monkeypatch):

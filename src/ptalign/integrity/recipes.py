@@ -416,8 +416,10 @@ class AlignArgs:
     """kt-ipa-rn: weight of the mean token NLL of the feedback's desirable completions (RepNoise's harmless-data
     term), taken with the noise term on a batch of its own; it holds the model where the bounded prospect loss cannot."""
     noise_retain_set: str = "gains"
-    """kt-ipa-rn: what the retain term reads: ``gains`` (every desirable completion, refusals included) or ``helpful``
-    (only the helpful answers to benign prompts: RepNoise's harmless data, no refusals)."""
+    """kt-ipa-rn: what the retain term reads: ``gains`` (every desirable completion, refusals included), ``helpful``
+    (only the helpful answers to benign prompts: RepNoise's harmless data, no refusals) or ``benign`` (the helpful
+    answers and GPT-4's answers to XSTest's safe contrast prompts). With ``noise_weight=0 noise_ascent=0`` the
+    harmful pass is skipped and kt-ipa-rn is the prospect loss plus this likelihood anchor alone."""
     lora: bool = True
     lora_r: int = 16
     max_length: int = 256
@@ -561,14 +563,24 @@ def simulated_attack(model: str, out_dir: Path, args: AlignArgs, feedback: Feedb
                            radius=args.attack_radius, weight=args.attack_weight)
 
 
-RETAIN_SETS = ("gains", "helpful")
+RETAIN_SETS = ("gains", "helpful", "benign")
 
 
-def retain_examples(unpaired: list[FeedbackExample], which: str = "gains") -> list[FeedbackExample]:
-    """The retain term's examples: every gain, or (``helpful``) the helpful answers to benign prompts only."""
+def retain_examples(unpaired: list[FeedbackExample], which: str = "gains",
+                    pairs: list[PreferencePair] = ()) -> list[FeedbackExample]:
+    """The retain term's examples: every gain; (``helpful``) the helpful answers to benign prompts only;
+    or (``benign``) every right answer to a benign prompt: the helpful answers and GPT-4's answers to
+    XSTest's safe contrast prompts (the gains of the ``xstest_contrast`` pairs, given in ``pairs``)."""
     if which not in RETAIN_SETS:
         raise ValueError(f"retain set must be one of {', '.join(RETAIN_SETS)}, got {which!r}")
-    return [e for e in unpaired if e.label and (which == "gains" or e.source == "helpful")]
+    safe_contrast = {(p.prompt[0]["content"], p.chosen[0]["content"]) for p in pairs if p.source == "xstest_contrast"}
+
+    def kept(e: FeedbackExample) -> bool:
+        if which == "gains" or e.source == "helpful":
+            return True
+        return which == "benign" and (e.prompt[0]["content"], e.completion[0]["content"]) in safe_contrast
+
+    return [e for e in unpaired if e.label and kept(e)]
 
 
 def representation_noise(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None,
@@ -578,7 +590,8 @@ def representation_noise(model: str, out_dir: Path, args: AlignArgs, feedback: F
     from ptalign.integrity.tamper import RepresentationNoise
 
     harmful = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
-    kept = retain_examples(feedback_data.unpaired, args.noise_retain_set) if args.noise_retain > 0 and feedback_data else []
+    kept = (retain_examples(feedback_data.unpaired, args.noise_retain_set, feedback_data.pairs)
+            if args.noise_retain > 0 and feedback_data else [])
     retain = side_batches(kept, out_dir / "retain.jsonl", model, args, cache_dir) if kept else None
     return RepresentationNoise(harmful.data, harmful.pad_id, args.max_length, weight=args.noise_weight,
                                ascent_weight=args.noise_ascent, seed=args.seed, retain=retain,

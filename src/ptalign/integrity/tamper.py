@@ -116,9 +116,23 @@ class RepresentationNoise(CycledBatches):
 
     def __call__(self, scorer) -> tuple[torch.Tensor, dict[str, float]]:
         """``(loss, figures)`` for the next harmful batch; ``scorer`` is the trainer's ``CompletionScorer``."""
+        device = next(scorer.parameters()).device
+        if self.weight == 0 and self.ascent_weight == 0:  # the retain term alone: no harmful pass to pay for
+            loss, figures = torch.zeros((), device=device), {}
+        else:
+            loss, figures = self._noise(scorer, device)
+        if self.retain is not None and self.retain_weight > 0:
+            good = self.retain.next_batch(device)
+            logps, n_tokens = scorer(good["input_ids"], good["attention_mask"], good["completion_mask"])
+            retain_nll = _mean_token_nll(logps, n_tokens)
+            loss = loss + self.retain_weight * retain_nll
+            figures["noise/retain_nll"] = float(retain_nll.detach())
+        return loss, figures
+
+    def _noise(self, scorer, device) -> tuple[torch.Tensor, dict[str, float]]:
+        """The MMD and bounded-ascent terms on the next harmful batch."""
         from ptalign.ops import mmd_rbf, sequence_logps
 
-        device = next(scorer.parameters()).device
         batch = self.next_batch(device)
         base = scorer.base()
         out = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -134,14 +148,7 @@ class RepresentationNoise(CycledBatches):
                                          batch["completion_mask"])
         nll = _mean_token_nll(logps, n_tokens)
         loss = self.weight * mmd - self.ascent_weight * torch.log1p(nll)
-        figures = {"noise/mmd": float(mmd.detach()), "noise/nll": float(nll.detach())}
-        if self.retain is not None and self.retain_weight > 0:
-            good = self.retain.next_batch(device)
-            logps, n_tokens = scorer(good["input_ids"], good["attention_mask"], good["completion_mask"])
-            retain_nll = _mean_token_nll(logps, n_tokens)
-            loss = loss + self.retain_weight * retain_nll
-            figures["noise/retain_nll"] = float(retain_nll.detach())
-        return loss, figures
+        return loss, {"noise/mmd": float(mmd.detach()), "noise/nll": float(nll.detach())}
 
 
 def _mean_token_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
