@@ -111,7 +111,7 @@ def test_xstest_contrast_feedback_comes_from_the_alignment_half_with_gpt4s_right
         FeedbackArgs(xstest_contrast=-1)
 
 
-def test_benchmark_feedback_needs_the_evaluation_halves():
+def test_benchmark_feedback_needs_the_evaluation_halves(tmp_path):
     with pytest.raises(ConfigError, match="add eval.split=eval"):
         build_integrity_config({}, ["feedback.benchmark_prompts=10"])
     with pytest.raises(ConfigError, match="add eval.split=eval"):
@@ -126,8 +126,8 @@ def test_benchmark_feedback_needs_the_evaluation_halves():
     step = build_integrity_config({}, ["feedback.xstest_contrast=10", "eval.split=align"], run=False)
     assert step.eval.split == "align"
     with pytest.raises(ConfigError, match="add eval.split=eval"):
-        run_experiment(step, Path("never-written"))
-    assert not Path("never-written").exists()
+        run_experiment(step, tmp_path / "never-written")
+    assert not (tmp_path / "never-written").exists()
 
 
 def test_eval_with_the_halves_config_may_measure_the_alignment_halves(tiny_model_dir, tmp_path, shared_data, monkeypatch):

@@ -212,8 +212,7 @@ def test_retain_set_is_every_gain_or_the_helpful_answers_only(shared_data):
 
 
 def test_benign_retain_set_is_every_right_answer_to_a_benign_prompt(shared_data):
-    from ptalign.integrity.recipes import REFUSALS, retain_examples
-    from ptalign.integrity.recipes import xstest_contrast_completions
+    from ptalign.integrity.recipes import REFUSALS, retain_examples, xstest_contrast_completions
 
     feedback = build_alignment_feedback(FeedbackArgs(refusals=3, helpful=4, harmful_compliance=2, benign_refusals=2,
                                                      xstest_contrast=30, data_root=str(shared_data)), None, lambda text: False)

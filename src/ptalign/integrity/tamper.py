@@ -115,7 +115,8 @@ class RepresentationNoise(CycledBatches):
     retain_weight: float = 0.0
 
     def __call__(self, scorer) -> tuple[torch.Tensor, dict[str, float]]:
-        """``(loss, figures)`` for the next harmful batch; ``scorer`` is the trainer's ``CompletionScorer``."""
+        """``(loss, figures)`` for the next harmful batch (skipped when both its weights are 0) and the next
+        retain batch; ``scorer`` is the trainer's ``CompletionScorer``."""
         device = next(scorer.parameters()).device
         if self.weight == 0 and self.ascent_weight == 0:  # the retain term alone: no harmful pass to pay for
             loss, figures = torch.zeros((), device=device), {}
