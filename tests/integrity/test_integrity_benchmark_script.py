@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from ptalign.testing import load_benchmark_script
 
@@ -130,3 +131,44 @@ def test_report_shows_over_refusal_by_xstest_type(tmp_path):
     assert table.splitlines()[2:] == ["| kt-ipa | 50 | 0 |", "| none | 0 | - |"]
     report = write_report(_results({"kt-ipa": row}), tmp_path).read_text()
     assert "Over-refusal by XSTest prompt type" in report and "| kt-ipa | 50 | 0 |" in report
+
+
+def test_harmful_nll_is_the_token_weighted_mean_over_every_batch(tiny_model_dir, tmp_path, shared_data):
+    from ptalign.batches import prepare_data
+    from ptalign.data import save_feedback
+    from ptalign.integrity.recipes import simulated_attack_records
+    from ptalign.integrity.tamper import CycledBatches, harmful_nll
+    from ptalign.losses import build_loss
+    from ptalign.models import load_model
+    from ptalign.reference import CompletionScorer
+
+    model, tok = load_model(str(tiny_model_dir))
+    path = tmp_path / "harm.jsonl"
+    save_feedback(simulated_attack_records(5, data_root=str(shared_data)), path)
+    batches = CycledBatches(prepare_data(str(path), tok, build_loss("sft"), 64, "keep_start", 2, 0), tok.pad_token_id, 64)
+    scorer = CompletionScorer(model)
+    total = tokens = 0.0
+    with torch.no_grad():
+        for _ in batches.data.batches:
+            b = batches.next_batch("cpu")
+            logps, n = scorer(b["input_ids"], b["attention_mask"], b["completion_mask"])
+            total, tokens = total - float(logps.sum()), tokens + float(n.sum())
+    assert len(batches.data.batches) >= 2
+    batches.next_batch("cpu")  # the cursor now points mid-cycle: every batch is still read once
+    assert harmful_nll(scorer, batches) == pytest.approx(total / tokens, rel=1e-6)
+
+
+def test_attack_radius_script_finds_the_overshoot(tiny_model_dir, tmp_path, shared_data):
+    bench = load_benchmark_script("integrity_attack_radius")
+    out = tmp_path / "radius.json"
+    assert bench.main(["--model", str(tiny_model_dir), "--radii", "0.001,200", "--steps", "1", "--examples", "4",
+                       "--attacked", f"same={tiny_model_dir}", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["point"] for r in rows] == ["no attack", "simulated", "simulated", "attack same"]
+    before, small, huge, same = (r["nll"] for r in rows)
+    assert abs(small - before) < 0.05 * before  # a tiny step barely moves the fit
+    assert huge > before + 1  # a step far past the gradient's reach breaks the model instead of attacking it
+    assert same == pytest.approx(before, rel=1e-6) and rows[-1]["delta_nll"] == pytest.approx(0, abs=1e-4)
+    assert not list(tmp_path.glob("radius/*"))  # the tokenized shared data went to a temporary folder
+    with pytest.raises(SystemExit):
+        bench.main(["--radii", "0,1", "--out", str(out)])

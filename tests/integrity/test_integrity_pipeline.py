@@ -311,3 +311,12 @@ def test_integrity_run_cli_prints_the_whole_table_to_stdout(tiny_model_dir, tmp_
     assert header.endswith("| utility logp |")  # one line, not wrapped at the console width
     assert any(line.startswith("| none | ") for line in result.stdout.splitlines())
     assert json.loads((tmp_path / "out" / "results.json").read_text())["complete"] is True
+
+
+def test_attack_radius_defaults_by_what_trains():
+    # the calibrated radii (benchmarks/integrity_attack_radius.py): 0.5 overshoots on every weight of SmolLM2
+    assert build_integrity_config({}, []).align.attack_radius == 0.5
+    assert build_integrity_config({}, ["align.lora=false"]).align.attack_radius == 0.1
+    assert build_integrity_config({}, ["align.lora=false", "align.attack_radius=0.3"]).align.attack_radius == 0.3
+    with pytest.raises(ConfigError, match="attack_radius must be > 0"):
+        build_integrity_config({}, ["align.attack_radius=0"])

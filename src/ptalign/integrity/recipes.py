@@ -382,6 +382,7 @@ def finalize(model: str, run: Path, out: Path, lora: bool, cache_dir: str | None
 # --------------------------------------------------------------------------- alignment
 
 METHODS = ("sft", "dpo", "kto", "kt-ipa", "kt-ipa-aa", "kt-ipa-rn")
+LORA_ATTACK_RADIUS, FULL_ATTACK_RADIUS = 0.5, 0.1
 
 
 @dataclass
@@ -401,8 +402,12 @@ class AlignArgs:
     loss_curvature: float = 0.88
     attack_steps: int = 1
     """kt-ipa-aa: simulated harmful fine-tuning steps per training step."""
-    attack_radius: float = 0.5
-    """kt-ipa-aa: length of each simulated step (normalized gradient, as in Booster's harmful perturbation)."""
+    attack_radius: float | None = None
+    """kt-ipa-aa: length of each simulated step (normalized gradient, as in Booster's harmful perturbation);
+    default by what trains: 0.5 on LoRA adapters, 0.1 on every weight. Calibrated on SmolLM2-135M against the
+    real attacks by the harmful NLL they reach (``benchmarks/integrity_attack_radius.py``): on every weight 0.1
+    lowers it as the mixed attack does and 0.5 overshoots (the NLL rises: a broken model, not an attacked one);
+    on fresh adapters 0.5 is the step that lands near the mixed attack."""
     attack_weight: float = 1.0
     attack_examples: int = 48
     """kt-ipa-aa and kt-ipa-rn: held-aside harmful completions (drawn from the second half of hh-rlhf's harmful answers)."""
@@ -432,6 +437,10 @@ class AlignArgs:
             raise ValueError("align.epochs must be >= 1 and align.batch_size >= 2")
         if self.noise_weight < 0 or self.noise_ascent < 0 or self.noise_retain < 0:
             raise ValueError("align.noise_weight, align.noise_ascent and align.noise_retain must be >= 0")
+        if self.attack_radius is None:
+            self.attack_radius = LORA_ATTACK_RADIUS if self.lora else FULL_ATTACK_RADIUS
+        if self.attack_radius <= 0 or self.attack_steps < 1:
+            raise ValueError("align.attack_radius must be > 0 and align.attack_steps >= 1")
         if self.noise_retain_set not in RETAIN_SETS:
             raise ValueError(f"align.noise_retain_set must be one of {', '.join(RETAIN_SETS)}, got {self.noise_retain_set!r}")
 

@@ -152,6 +152,20 @@ class RepresentationNoise(CycledBatches):
         return loss, {"noise/mmd": float(mmd.detach()), "noise/nll": float(nll.detach())}
 
 
+def harmful_nll(scorer, batches: CycledBatches, device="cpu") -> float:
+    """Mean token NLL of every completion in ``batches`` (one pass, no gradient): how well the
+    model at its current weights fits harmful data, the quantity an attack drives down. Used to
+    calibrate ``SimulatedAttack.radius`` against a real attack (``benchmarks/integrity_attack_radius.py``)."""
+    total = tokens = 0.0
+    with torch.no_grad():
+        for _ in batches.data.batches:
+            batch = batches.next_batch(device)
+            logps, n_tokens = scorer(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+            total -= float(logps.sum())
+            tokens += float(n_tokens.sum())
+    return total / max(tokens, 1.0)
+
+
 def _mean_token_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood per completion token of a batch (sequence log-probs, token counts)."""
     return -(logps.sum() / n_tokens.sum().clamp(min=1))
