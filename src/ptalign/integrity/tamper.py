@@ -152,18 +152,15 @@ class RepresentationNoise(CycledBatches):
         return loss, {"noise/mmd": float(mmd.detach()), "noise/nll": float(nll.detach())}
 
 
-def harmful_nll(scorer, batches: CycledBatches, device="cpu") -> float:
+def harmful_nll(scorer, batches: CycledBatches) -> float:
     """Mean token NLL of every completion in ``batches`` (one pass, no gradient): how well the
     model at its current weights fits harmful data, the quantity an attack drives down. Used to
     calibrate ``SimulatedAttack.radius`` against a real attack (``benchmarks/integrity_attack_radius.py``)."""
-    total = tokens = 0.0
+    device = next(scorer.parameters()).device
     with torch.no_grad():
-        for _ in batches.data.batches:
-            batch = batches.next_batch(device)
-            logps, n_tokens = scorer(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-            total -= float(logps.sum())
-            tokens += float(n_tokens.sum())
-    return total / max(tokens, 1.0)
+        scored = [scorer(b["input_ids"], b["attention_mask"], b["completion_mask"])
+                  for b in (batches.next_batch(device) for _ in batches.data.batches)]
+    return float(_mean_token_nll(torch.cat([lp for lp, _ in scored]), torch.cat([n for _, n in scored])))
 
 
 def _mean_token_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
