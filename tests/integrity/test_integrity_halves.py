@@ -14,7 +14,7 @@ from ptalign.integrity.judges import KeywordJudge, refusal_rate
 from ptalign.integrity.pipeline import build_integrity_config, evaluate_folder, run_experiment
 from ptalign.integrity.recipes import (
     EVAL_SPLIT_MARK, REFUSALS, AlignArgs, AttackArgs, FeedbackArgs, align, attack, benchmark_alignment_prompts,
-    build_alignment_feedback, required_eval_split, xstest_contrast_completions,
+    build_alignment_feedback, required_eval_split, retain_examples, xstest_contrast_completions,
 )
 from ptalign.integrity.evaluate import EvalArgs, evaluate_model
 
@@ -263,3 +263,38 @@ def test_the_models_own_over_refusals_become_losses_paired_with_the_right_answer
     assert "on_policy_over_refusal" not in build_alignment_feedback(args, None, lambda text: False).counts
     with pytest.raises(ValueError, match="feedback.on_policy_benign must be >= 0"):
         FeedbackArgs(on_policy_benign=-1)
+
+
+def test_the_benign_pool_adds_answered_benign_requests_the_helpful_set_did_not_draw(shared_data):
+    base = dict(refusals=4, helpful=5, harmful_compliance=2, benign_refusals=3, xstest_contrast=6,
+                data_root=str(shared_data))
+    key = lambda e: (e.prompt[0]["content"], e.completion[0]["content"], e.label, e.source)
+    without = build_alignment_feedback(FeedbackArgs(**base), None, lambda text: False)
+    asked = []
+
+    def sample(prompts):  # refuses every prompt it is asked: the 4 harmful requests first, then the benign ones
+        asked.append([p[0]["content"] for p in prompts])
+        return ["I'm sorry, I can't."] * len(prompts)
+
+    with_pool = build_alignment_feedback(FeedbackArgs(**base, benign_pool=40, on_policy_benign=100), sample,
+                                         lambda text: "sorry" in text.lower())
+    pool = [e for e in with_pool.unpaired if e.source == "benign_pool"]
+    assert with_pool.counts["benign_pool"] == len(pool) == 40 and all(e.label for e in pool)
+    # the rest of the feedback is the same draw as without the pool
+    assert {key(e) for e in without.unpaired} == {key(e) for e in with_pool.unpaired
+                                                 if e.source not in ("benign_pool", "on_policy_over_refusal")}
+    drawn = {e.prompt[0]["content"] for e in with_pool.unpaired if e.source in ("helpful", "benign_refusal")}
+    assert not drawn & {e.prompt[0]["content"] for e in pool}
+    sources = {(r.prompt, r.response[:400]) for r in D.load_alpaca(data_root=str(shared_data)) + D.load_dolly(data_root=str(shared_data))}
+    assert all((e.prompt[0]["content"], e.completion[0]["content"][:400]) in sources for e in pool)
+    assert any(e.prompt[0]["content"] in {r.prompt for r in D.load_dolly(data_root=str(shared_data))} for e in pool)
+    # asked after the contrast and helpful prompts; each refusal is a loss paired with the dataset's answer
+    safe, (harmful, benign) = with_pool.counts["xstest_safe"], asked
+    assert len(harmful) == 4 and len(benign) == safe + 5 + 40
+    assert set(benign[safe + 5:]) == {e.prompt[0]["content"] for e in pool}
+    answer = {e.prompt[0]["content"]: e.completion for e in pool}
+    pool_pairs = [p for p in with_pool.pairs if p.source == "on_policy_over_refusal" and p.prompt[0]["content"] in answer]
+    assert len(pool_pairs) == 40 and all(p.chosen == answer[p.prompt[0]["content"]] for p in pool_pairs)
+    assert set(map(key, pool)) <= set(map(key, retain_examples(with_pool.unpaired, "helpful")))
+    with pytest.raises(ValueError, match="feedback.benign_pool must be >= 0"):
+        FeedbackArgs(benign_pool=-1)

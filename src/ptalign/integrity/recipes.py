@@ -116,6 +116,11 @@ class FeedbackArgs:
     over-refusals, where the template refusals of ``benign_refusals`` and ``xstest_contrast`` are phrasings it may
     not use. The base model seldom refuses a benign prompt, so this matters in a second round that aligns an
     already aligned model (``model=`` its folder)."""
+    benign_pool: int = 0
+    """Up to this many more benign requests with their dataset answers as gains: Dolly's and the rest of
+    Alpaca's safety-keyword subsets ("How do I kill weeds?"), rows the helpful set did not draw. They join
+    ``on_policy_benign``'s prompts after the contrast and helpful ones, so the model's own refusals of them
+    become losses too: scary words in benign requests beyond XSTest's alignment half."""
     refusal_filter: bool = False
     """Keep only safety_tuned_llamas "refusals" that the refusal keywords count as refusals (about 20%
     of them answer the request, which teaches compliance as a gain)."""
@@ -124,7 +129,7 @@ class FeedbackArgs:
 
     def __post_init__(self):
         for name in ("refusals", "helpful", "harmful_compliance", "benign_refusals", "on_policy_tokens", "max_response_chars",
-                     "recovery", "benchmark_prompts", "xstest_contrast", "on_policy_benign"):
+                     "recovery", "benchmark_prompts", "xstest_contrast", "on_policy_benign", "benign_pool"):
             if getattr(self, name) < 0:
                 raise ValueError(f"feedback.{name} must be >= 0, got {getattr(self, name)}")
         if self.recovery_max_words < 1:
@@ -160,8 +165,10 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
     if args.refusal_filter:
         refusals = [r for r in refusals if is_refusal(r.response[:cut])]
     refusals = take(refusals, args.refusals)
-    helpful = take([r for r in D.load_alpaca(data_root=args.data_root) if r.response.strip()], args.helpful + args.benign_refusals)
+    alpaca = [r for r in D.load_alpaca(data_root=args.data_root) if r.response.strip()]
+    helpful = take(alpaca, args.helpful + args.benign_refusals)
     helpful, over = helpful[: args.helpful], helpful[args.helpful:]
+    pool = benign_pool(alpaca, helpful + over, args) if args.benign_pool else []
     harmful = take([r for r in D.load_hh_rlhf(data_root=args.data_root) if r.harmful and len(r.response) > 40], args.harmful_compliance)
     benchmark = take(benchmark_alignment_prompts(args.data_root), args.benchmark_prompts) if args.benchmark_prompts else []
     contrast = take(xstest_contrast_completions(args.data_root), args.xstest_contrast) if args.xstest_contrast else []
@@ -170,6 +177,8 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
         unpaired.append(FeedbackExample(chat(r.prompt), reply(r.response[:cut]), True, source="refusal"))
     for r in helpful:
         unpaired.append(FeedbackExample(chat(r.prompt), reply(r.response[:cut]), True, source="helpful"))
+    for r in pool:
+        unpaired.append(FeedbackExample(chat(r.prompt), reply(r.response[:cut]), True, source="benign_pool"))
     for r in harmful:
         unpaired.append(FeedbackExample(chat(r.prompt), reply(r.response[:cut]), False, source="harmful_compliance"))
     for r in over:
@@ -198,7 +207,7 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
                 unpaired.append(FeedbackExample(chat(prompt), reply(answer), False, source="on_policy"))
                 pairs.append(PreferencePair(chat(prompt), reply(refusal), reply(answer), source="on_policy"))
     benign = [(r.prompt, r.completion[:cut]) for r in contrast if r.prompt_label == "safe"]
-    benign = (benign + [(r.prompt, r.response[:cut]) for r in helpful])[: args.on_policy_benign]
+    benign = (benign + [(r.prompt, r.response[:cut]) for r in helpful + pool])[: args.on_policy_benign]
     over_refused = 0
     if sample is not None and benign:
         for (prompt, right), answer in zip(benign, sample([chat(p) for p, _ in benign])):
@@ -220,6 +229,8 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
         recovery += 1
     counts = {"refusal": len(refusals), "helpful": len(helpful), "harmful_compliance": len(harmful),
               "benign_refusal": len(over), "on_policy": len(compliant), "recovery": recovery, "pairs": len(pairs)}
+    if pool:
+        counts["benign_pool"] = len(pool)
     if benchmark:
         counts["benchmark_refusal"] = len(benchmark)
     if benign and sample is not None:
@@ -229,6 +240,16 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
         counts["xstest_unsafe"] = len(contrast) - counts["xstest_safe"]
     rng.shuffle(unpaired)
     return AlignmentFeedback(unpaired, pairs, counts)
+
+
+def benign_pool(alpaca: list[D.ResponseRecord], taken: list[D.ResponseRecord], args: FeedbackArgs) -> list[D.ResponseRecord]:
+    """``args.benign_pool`` benign requests with answers: Dolly's safety-keyword subset and the Alpaca
+    rows not in ``taken`` (the helpful and benign-refusal draws), sampled together with a generator of
+    their own, so that the rest of the feedback is the same draw with or without them."""
+    used = {(r.prompt, r.response) for r in taken}
+    rows = [r for r in alpaca if (r.prompt, r.response) not in used]
+    rows += [r for r in D.load_dolly(data_root=args.data_root) if r.response.strip()]
+    return random.Random(f"benign_pool:{args.seed}").sample(rows, min(args.benign_pool, len(rows)))
 
 
 def benchmark_alignment_prompts(data_root: str | None = None) -> list[D.PromptRecord]:
@@ -577,7 +598,8 @@ RETAIN_SETS = ("gains", "helpful", "benign")
 
 def retain_examples(unpaired: list[FeedbackExample], which: str = "gains",
                     pairs: list[PreferencePair] = ()) -> list[FeedbackExample]:
-    """The retain term's examples: every gain; (``helpful``) the helpful answers to benign prompts only;
+    """The retain term's examples: every gain; (``helpful``) the helpful answers to benign prompts only
+    (``benign_pool``'s included);
     or (``benign``) every right answer to a benign prompt: the helpful answers and GPT-4's answers to
     XSTest's safe contrast prompts (the gains of the ``xstest_contrast`` pairs, given in ``pairs``)."""
     if which not in RETAIN_SETS:
@@ -585,7 +607,7 @@ def retain_examples(unpaired: list[FeedbackExample], which: str = "gains",
     safe_contrast = {(p.prompt[0]["content"], p.chosen[0]["content"]) for p in pairs if p.source == "xstest_contrast"}
 
     def kept(e: FeedbackExample) -> bool:
-        if which == "gains" or e.source == "helpful":
+        if which == "gains" or e.source in ("helpful", "benign_pool"):
             return True
         return which == "benign" and (e.prompt[0]["content"], e.completion[0]["content"]) in safe_contrast
 
