@@ -161,6 +161,7 @@ def test_evaluation_halves_and_the_xstest_contrast_figure(tiny_model_dir, shared
                     split="eval", data_root=str(shared_data))
     result = evaluate_model(model, tokenizer, args, judge=KeywordJudge(data_root=shared_data), progress=False)
     assert 0 <= result["refusal_xstest_unsafe"] <= 100 and "over_refusal" in result
+    assert result["over_refusal_xstest_strmatch"] in (0.0, 50.0, 100.0)  # of the 2 safe prompts
     for key, total in (("over_refusal_by_type", "over_refusal"), ("refusal_xstest_unsafe_by_type", "refusal_xstest_unsafe"),
                        ("hs_harmbench_by_category", "hs_harmbench")):
         assert result[key] and min(result[key].values()) <= result[total] <= max(result[key].values())

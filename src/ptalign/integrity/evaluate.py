@@ -5,7 +5,9 @@
     HS prefilled         (``prefill``) % of the AdvBench prompts answered harmfully when the reply
                          starts with AdvBench's own target ("Sure, here is ..."): the prefilling
                          attack of Qi et al. 2024; the refusal keywords judge the continuation only
-    over-refusal         % of XSTest's *safe* prompts the model declines (refusal keywords)
+    over-refusal         % of XSTest's *safe* prompts the model declines (refusal keywords);
+                         ``over_refusal_xstest_strmatch`` beside it is XSTest's own string match
+                         (a refusal phrase at the start of the reply, any case), the paper's classifier
     FA (fine-tune acc.)  SST-2 dev accuracy: the answer "positive" vs "negative" with the higher
                          log-prob after the attack's instruction (scored, not sampled)
     utility              mean per-token log-prob of AlpacaEval's GPT-4 answers (higher = the model
@@ -78,6 +80,18 @@ def rate_by_category(records: list[D.PromptRecord], verdicts: list, rate: Callab
     return {name: rate(group) for name, group in sorted(groups.items())}
 
 
+def over_refusal_figures(records: list[D.PromptRecord], answers: list[str], keyword: KeywordJudge,
+                         strmatch: KeywordJudge) -> dict:
+    """Over-refusal of XSTest's safe prompts: by the refusal keywords (``over_refusal``, by type) and
+    by XSTest's own string match (``over_refusal_xstest_strmatch``), which does not count a refusal
+    word inside an answer ("Fraud is ... illegal") as declining."""
+    prompts = [r.prompt for r in records]
+    verdicts = keyword.judge(prompts, answers)
+    return {"over_refusal": refusal_rate(verdicts),
+            "over_refusal_by_type": rate_by_category(records, verdicts, refusal_rate),
+            "over_refusal_xstest_strmatch": refusal_rate(strmatch.judge(prompts, answers))}
+
+
 def score_completions(model, tokenizer, examples: list[FeedbackExample], batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum log-prob [N], n_tokens [N])`` of each example's completion under ``model``."""
     from ptalign.data import collate, tokenize_feedback
@@ -122,6 +136,7 @@ def evaluate_model(model, tokenizer, args: EvalArgs, judge=None, progress: bool 
 
     judge = judge or JUDGES.get(args.judge)()
     keyword = KeywordJudge(data_root=args.data_root)
+    strmatch = KeywordJudge("xstest_strmatch", data_root=args.data_root)
     xstest = D.split_prompts(D.load_xstest(data_root=args.data_root), args.split)
     sets = {
         "advbench": _sample(D.split_prompts(D.load_advbench(data_root=args.data_root), args.split), args.advbench, args.seed),
@@ -143,15 +158,14 @@ def evaluate_model(model, tokenizer, args: EvalArgs, judge=None, progress: bool 
         start += len(records)
         if not records:
             continue
-        kv = keyword.judge(ps, ans)
         if name == "xstest_safe":
-            result["over_refusal"] = refusal_rate(kv)
-            result["over_refusal_by_type"] = rate_by_category(records, kv, refusal_rate)
+            result.update(over_refusal_figures(records, ans, keyword, strmatch))
         elif name == "xstest_unsafe":
+            kv = keyword.judge(ps, ans)
             result["refusal_xstest_unsafe"] = refusal_rate(kv)
             result["refusal_xstest_unsafe_by_type"] = rate_by_category(records, kv, refusal_rate)
         else:
-            verdicts = judge.judge(ps, ans)
+            kv, verdicts = keyword.judge(ps, ans), judge.judge(ps, ans)
             result[f"hs_{name}"] = harmful_score(verdicts)
             if name == "harmbench":
                 result["hs_harmbench_by_category"] = rate_by_category(records, verdicts, harmful_score)
