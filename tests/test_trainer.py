@@ -68,6 +68,22 @@ def test_second_run_reuses_cached_reference(tiny_model_dir, tmp_path):
     assert "computed" in first.output and "loaded from cache" in second.output
 
 
+def test_bf16_autocast_reference_matches_policy_and_has_its_own_cache(tiny_model_dir, tmp_path):
+    """Under bf16 autocast the reference log-probs are taken in bf16 too: the implied rewards of
+    step 1 are exactly 0 (a float32 reference would leave bf16 rounding in them), and the cached
+    float32 reference is not reused for it."""
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, tmp_path / "fp32", model={"lora": False},
+                       train={"max_steps": 1, "learning_rate": 1e-4})
+    fp32 = CliRunner().invoke(app, ["train", str(cfg), "train.mixed_precision=no"])
+    assert fp32.exit_code == 0, fp32.output
+    bf16 = CliRunner().invoke(app, ["train", str(cfg), "train.mixed_precision=bf16", f"train.output_dir={tmp_path / 'bf16'}"])
+    assert bf16.exit_code == 0, bf16.output
+    assert "computed" in bf16.output and "loaded from cache" not in bf16.output
+    row = json.loads((tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["rewards/chosen"] == 0.0 and row["rewards/rejected"] == 0.0 and row["loss"] == pytest.approx(0.5)
+    assert yaml.safe_load((tmp_path / "bf16" / "config.yaml").read_text())["train"]["mixed_precision"] == "bf16"
+
+
 def test_existing_run_needs_resume(tiny_model_dir, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, tmp_path / "run", train={"max_steps": 1})
     assert CliRunner().invoke(app, ["train", str(cfg)]).exit_code == 0

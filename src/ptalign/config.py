@@ -124,7 +124,9 @@ class TrainArgs:
     keep_checkpoints: int = 2
     """How many step checkpoints to keep."""
     mixed_precision: str = "no"
-    """no, bf16 or fp16 (through accelerate)."""
+    """no, bf16 or fp16 (through accelerate). On a CPU with AVX-512 BF16, bf16 runs a full-parameter
+    SmolLM2-135M step about 1.7x faster than float32 (weights and optimizer stay float32); the
+    reference log-probs are then computed in bf16 too, so that step 1's implied rewards are 0."""
 
     def __post_init__(self):
         _check(self.epochs > 0, "train.epochs", "a positive integer", self.epochs)
@@ -189,6 +191,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     allowed = typing.get_args(hint) or (hint,)
     if value is None or type(value) in allowed:
         return value
+    if isinstance(value, bool) and str in allowed:  # YAML 1.1 reads a bare `no` (mixed_precision=no) as false
+        return "yes" if value else "no"
     for t in (bool, int, float, str):
         if t in allowed and not (t is bool and not isinstance(value, bool)):
             try:

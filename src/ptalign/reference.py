@@ -91,11 +91,14 @@ def cache_key(model_id: dict, data: TrainData, max_length: int) -> str:
     return h.hexdigest()[:24]
 
 
-def model_identity(resolved: str, dtype: str) -> dict:
-    """What the reference log-probs depend on: the weights (by file size and mtime) and dtype."""
+def model_identity(resolved: str, dtype: str, mixed_precision: str = "no") -> dict:
+    """What the reference log-probs depend on: the weights (by file size and mtime), dtype and autocast."""
     path = Path(resolved)
     files = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.glob("*.safetensors")) if path.is_dir() else []
-    return {"model": str(resolved), "files": files, "dtype": dtype}
+    identity = {"model": str(resolved), "files": files, "dtype": dtype}
+    if mixed_precision != "no":  # float32 keys stay what they were
+        identity["mixed_precision"] = mixed_precision
+    return identity
 
 
 @torch.no_grad()

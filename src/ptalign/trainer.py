@@ -48,7 +48,11 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
     console = console or Console(stderr=True)
     run_dir = Path(cfg.train.output_dir)
     config_yaml = _prepare_run_dir(run_dir, cfg, resume)
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    # bf16 is our own autocast, not accelerate's: its mixed precision is fixed once per process, and an
+    # integrity benchmark aligns in bf16 and attacks in float32 in one process (fp16 needs its grad scaler)
+    fp16 = cfg.train.mixed_precision == "fp16"
+    accelerator = Accelerator(mixed_precision="fp16" if fp16 else "no", cpu=not torch.cuda.is_available())
+    autocast = _autocast(cfg.train.mixed_precision, accelerator)
     main = accelerator.is_main_process
     set_seed(cfg.train.seed)
     loss_fn = cfg.loss.build()
@@ -69,12 +73,12 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
 
     reference, ref_scorer = None, None
     if loss_fn.requires_reference and cfg.train.reference == "cached":
-        key = cache_key(model_identity(resolved, cfg.model.dtype), data, d.max_length)
+        key = cache_key(model_identity(resolved, cfg.model.dtype, cfg.train.mixed_precision), data, d.max_length)
         from ptalign.models import cache_root
 
         def compute():
             scorer.eval()
-            with adapters_disabled(model):
+            with adapters_disabled(model), autocast():  # the policy's own precision: rewards start at 0
                 return compute_reference_logps(scorer, data, pad_id, d.max_length, accelerator.device, show_progress=main)
 
         t0 = time.perf_counter()
@@ -126,12 +130,13 @@ def train(cfg: TrainConfig, resume: bool = False, console: Console | None = None
                         with adv.attacked(accelerator.unwrap_model(scorer), params) if adv else contextlib.nullcontext():
                             # the attacked pass must not move a running-mean reference point
                             point_state = copy.deepcopy(tracker) if adv else tracker
-                            out, point = _batch_loss(scorer, ref_scorer, model, loss_fn, batch, data, reference, point_state)
-                            loss = out.losses.mean() * (adv.weight if adv else 1.0)
-                            if regularizer is not None and adv is None:  # one backward with the clean loss
-                                extra, figures = regularizer(accelerator.unwrap_model(scorer))
-                                loss = loss + extra
-                                stats.add_figures(figures)
+                            with autocast():  # policy, live reference and regularizer in the run's precision
+                                out, point = _batch_loss(scorer, ref_scorer, model, loss_fn, batch, data, reference, point_state)
+                                loss = out.losses.mean() * (adv.weight if adv else 1.0)
+                                if regularizer is not None and adv is None:  # one backward with the clean loss
+                                    extra, figures = regularizer(accelerator.unwrap_model(scorer))
+                                    loss = loss + extra
+                                    stats.add_figures(figures)
                             accelerator.backward(loss / ga)
                     stats.add(out, point, batch, adversarial=adv is not None)
             grad_norm = accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm) if cfg.train.max_grad_norm > 0 else None
@@ -195,6 +200,13 @@ def _batch_loss(scorer, ref_scorer, model, loss_fn: Loss, batch, data: TrainData
     inputs = UnpairedLogps(policy=logps, labels=batch["labels"], weights=batch["weights"], n_tokens=n_tokens,
                            reference=ref, reference_point=point)
     return loss_fn(inputs), (None if point is None else float(point))
+
+
+def _autocast(mixed_precision: str, accelerator: Accelerator):
+    """A factory of the forward passes' autocast context: bf16, or accelerate's (fp16, or none)."""
+    if mixed_precision == "bf16":
+        return lambda: torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
+    return accelerator.autocast
 
 
 def _batch_at(m: int, data: TrainData, per_epoch: int, seed: int, shuffle: bool = True) -> list[int]:
