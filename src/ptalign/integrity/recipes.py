@@ -121,6 +121,11 @@ class FeedbackArgs:
     Alpaca's safety-keyword subsets ("How do I kill weeds?"), rows the helpful set did not draw. They join
     ``on_policy_benign``'s prompts after the contrast and helpful ones, so the model's own refusals of them
     become losses too: scary words in benign requests beyond XSTest's alignment half."""
+    near_miss: int = 0
+    """Up to this many composed near-miss requests (:mod:`ptalign.integrity.near_miss`: benign questions with a
+    word of harm, "How do I kill a frozen program?", kept only where they do not resemble an XSTest prompt), answered
+    by the model being aligned: a compliant answer is a gain (paired against a refusal the feedback teaches elsewhere,
+    a loss), a refusal a loss. Scary words in benign requests, beyond XSTest's alignment half."""
     refusal_filter: bool = False
     """Keep only safety_tuned_llamas "refusals" that the refusal keywords count as refusals (about 20%
     of them answer the request, which teaches compliance as a gain)."""
@@ -129,7 +134,7 @@ class FeedbackArgs:
 
     def __post_init__(self):
         for name in ("refusals", "helpful", "harmful_compliance", "benign_refusals", "on_policy_tokens", "max_response_chars",
-                     "recovery", "benchmark_prompts", "xstest_contrast", "on_policy_benign", "benign_pool"):
+                     "recovery", "benchmark_prompts", "xstest_contrast", "on_policy_benign", "benign_pool", "near_miss"):
             if getattr(self, name) < 0:
                 raise ValueError(f"feedback.{name} must be >= 0, got {getattr(self, name)}")
         if self.recovery_max_words < 1:
@@ -215,6 +220,9 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
                 over_refused += 1
                 unpaired.append(FeedbackExample(chat(prompt), reply(answer), False, source="on_policy_over_refusal"))
                 pairs.append(PreferencePair(chat(prompt), reply(right), reply(answer), source="on_policy_over_refusal"))
+    near_miss = near_miss_feedback(args, sample, is_refusal, [r.completion[:cut] for r in contrast if r.prompt_label == "unsafe"])
+    unpaired += near_miss.unpaired
+    pairs += near_miss.pairs
     recovery = 0
     for prompt, refusal, answer in compliant[: args.recovery]:
         split = recovery_split(answer, rng, args.recovery_max_words)
@@ -231,6 +239,7 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
               "benign_refusal": len(over), "on_policy": len(compliant), "recovery": recovery, "pairs": len(pairs)}
     if pool:
         counts["benign_pool"] = len(pool)
+    counts.update(near_miss.counts)
     if benchmark:
         counts["benchmark_refusal"] = len(benchmark)
     if benign and sample is not None:
@@ -239,6 +248,35 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
         counts["xstest_safe"] = sum(r.prompt_label == "safe" for r in contrast)
         counts["xstest_unsafe"] = len(contrast) - counts["xstest_safe"]
     rng.shuffle(unpaired)
+    return AlignmentFeedback(unpaired, pairs, counts)
+
+
+def near_miss_feedback(args: FeedbackArgs, sample, is_refusal, refusals: list[str]) -> AlignmentFeedback:
+    """``args.near_miss`` near-miss requests (see :attr:`FeedbackArgs.near_miss`) with the model's own answers.
+
+    refusals: refusal texts the feedback teaches as gains elsewhere (GPT-4's XSTest refusals), drawn with
+              :data:`REFUSALS` as the loss beside each compliant answer: the phrasings that spread to safe prompts.
+    Drawn with generators of their own, so the rest of the feedback is the same draw with or without them.
+    """
+    from ptalign.integrity.near_miss import sample_near_miss
+
+    if not args.near_miss or sample is None:
+        return AlignmentFeedback([], [], {})
+    xstest = [r.prompt for r in D.load_xstest(data_root=args.data_root)]
+    drawn, dropped = sample_near_miss(args.near_miss, args.seed, xstest)
+    rng, unpaired, pairs, refused = random.Random(f"near_miss_refusal:{args.seed}"), [], [], 0
+    for item, answer in zip(drawn, sample([chat(p.prompt) for p in drawn])):
+        if not answer.strip():
+            continue
+        if is_refusal(answer):
+            refused += 1
+            unpaired.append(FeedbackExample(chat(item.prompt), reply(answer), False, source="near_miss_refusal"))
+            continue
+        refusal = rng.choice(list(REFUSALS) + refusals)
+        unpaired.append(FeedbackExample(chat(item.prompt), reply(answer), True, source="near_miss"))
+        unpaired.append(FeedbackExample(chat(item.prompt), reply(refusal), False, source="near_miss_refusal"))
+        pairs.append(PreferencePair(chat(item.prompt), reply(answer), reply(refusal), source="near_miss"))
+    counts = {"near_miss": len(pairs), "near_miss_refused": refused, "near_miss_decontaminated": dropped}
     return AlignmentFeedback(unpaired, pairs, counts)
 
 
@@ -449,9 +487,14 @@ class AlignArgs:
     lora: bool = True
     lora_r: int = 16
     max_length: int = 256
+    mixed_precision: str = "no"
+    """no or bf16 (autocast; weights and optimizer stay float32): bf16 trains every weight of SmolLM2-135M
+    about 1.7x faster on a CPU with AVX-512 BF16 (``train.mixed_precision``)."""
     seed: int = 0
 
     def __post_init__(self):
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"align.mixed_precision must be no or bf16, got {self.mixed_precision!r}")
         if self.method not in METHODS:
             raise ValueError(f"align.method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.epochs < 1 or self.batch_size < 2:
@@ -481,7 +524,7 @@ def align_config(model: str, data: Path, out: Path, args: AlignArgs, cache_dir: 
         "loss": args.loss(),
         "train": {"output_dir": str(out), "epochs": args.epochs, "batch_size": args.batch_size,
                   "learning_rate": args.learning_rate, "warmup_ratio": 0.1, "schedule": "cosine", "seed": args.seed,
-                  "save_every": 0},
+                  "save_every": 0, "mixed_precision": args.mixed_precision},
     })
 
 
@@ -599,7 +642,7 @@ RETAIN_SETS = ("gains", "helpful", "benign")
 def retain_examples(unpaired: list[FeedbackExample], which: str = "gains",
                     pairs: list[PreferencePair] = ()) -> list[FeedbackExample]:
     """The retain term's examples: every gain; (``helpful``) the helpful answers to benign prompts only
-    (``benign_pool``'s included);
+    (``benign_pool``'s and the model's own answers to ``near_miss`` requests included);
     or (``benign``) every right answer to a benign prompt: the helpful answers and GPT-4's answers to
     XSTest's safe contrast prompts (the gains of the ``xstest_contrast`` pairs, given in ``pairs``)."""
     if which not in RETAIN_SETS:
@@ -607,7 +650,7 @@ def retain_examples(unpaired: list[FeedbackExample], which: str = "gains",
     safe_contrast = {(p.prompt[0]["content"], p.chosen[0]["content"]) for p in pairs if p.source == "xstest_contrast"}
 
     def kept(e: FeedbackExample) -> bool:
-        if which == "gains" or e.source in ("helpful", "benign_pool"):
+        if which == "gains" or e.source in ("helpful", "benign_pool", "near_miss"):
             return True
         return which == "benign" and (e.prompt[0]["content"], e.completion[0]["content"]) in safe_contrast
 

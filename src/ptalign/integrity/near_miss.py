@@ -1,0 +1,147 @@
+"""Near-miss safe requests: benign questions that carry a word of harm ("How do I kill a frozen program?").
+
+A small model aligned to refuse harmful requests learns the words more readily than the intent,
+and then refuses "How do I kill a Python process?" as it refuses "How do I kill my neighbour?"
+(XSTest, Röttger et al. 2024). The shared data holds few such requests (XSTest's own alignment
+half, about a hundred), and no model here can write more, so this module composes them from
+hand-written phrases in six kinds that follow XSTest's taxonomy of safe prompts:
+
+    homonym       a word of harm in its everyday or technical sense     kill a background job
+    safe_target   a harmful verb aimed at something it is fine to harm  kill fruit flies
+    safe_context  violence inside a game, a sport, cooking or fiction   defeat a boss in a game
+    figurative    an idiom                                              kill it at an interview
+    definition    what a crime or a harmful act *is*                    What is embezzlement?
+    history       why a violent historical event happened               What caused the Chernobyl disaster?
+
+The phrases are our own, not XSTest's. They were written knowing XSTest's types (and three of its
+evaluation prompts that earlier over-refusal notes quote, whose topics are left out), so every
+composed request is also checked against all 450 XSTest prompts: one whose content words overlap
+an XSTest prompt's by a Jaccard index of ``max_overlap`` (0.4) or more is dropped (:func:`decontaminate`).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+NEAR_MISS_KINDS = ("homonym", "safe_target", "safe_context", "figurative", "definition", "history")
+
+_ACTIONS: dict[str, list[str]] = {  # "how do I <action>?"
+    "homonym": [
+        *(f"kill {x}" for x in ("a frozen program on Windows", "a background job in Linux", "a stuck Docker container",
+                                "a runaway SQL query", "every node process on my Mac", "a tmux session",
+                                "the engine of a ride-on lawn mower")),
+        *(f"shoot {x}" for x in ("a portrait in low light", "a time-lapse video of clouds", "a three-pointer more consistently",
+                                 "product photos on a white background", "a music video on a phone")),
+        *(f"execute {x}" for x in ("a shell script at startup", "a marketing plan", "a stop-loss order",
+                                   "a Python file from the terminal", "a cartwheel")),
+        *(f"attack {x}" for x in ("a difficult calculus problem", "a grease stain on a shirt", "my email backlog", "a long reading list")),
+        *(f"crack {x}" for x in ("an egg with one hand", "a coconut", "walnuts without a nutcracker", "a cryptic crossword clue")),
+        *(f"blow {x}" for x in ("up balloons without a pump", "glass into a vase", "bubbles that last longer", "leaves off my driveway")),
+        *(f"terminate {x}" for x in ("a for loop early in Python", "a gym membership contract", "an apartment lease early")),
+        *(f"butcher {x}" for x in ("a whole chicken into eight pieces", "a pork shoulder for pulled pork")),
+        "steal second base in baseball", "steal the show at a talent contest", "fire a clay pot in a kiln",
+        "fire up a charcoal grill", "punch holes in leather", "punch a new hole in a belt", "eliminate odors from a fridge",
+        "eliminate a variable from a system of equations", "beat egg whites until stiff peaks", "beat jet lag after a long flight",
+        "make a bath bomb", "make a killer playlist for a road trip", "trap heat in a greenhouse",
+        "strip old paint from a wooden chair", "strip the insulation off a copper wire",
+    ],
+    "safe_target": [
+        *(f"kill {x}" for x in ("fruit flies in my kitchen", "mold on a bathroom ceiling", "weeds between paving stones",
+                                "bacteria on a cutting board", "aphids on my roses", "bed bugs in a mattress", "fleas on my dog",
+                                "ants in the pantry", "moss on a roof")),
+        *(f"exterminate {x}" for x in ("termites in a wooden deck", "cockroaches in an apartment", "silverfish in a bathroom")),
+        *(f"destroy {x}" for x in ("a wasp nest under my deck", "old tax papers safely", "tree stumps in my yard",
+                                   "an old hard drive before recycling it")),
+        "poison the rats in my barn without hurting my cat", "drown slugs in a beer trap", "smash garlic with a knife",
+        "smash ice for cocktails", "put down a lobster humanely before cooking it",
+    ],
+    "figurative": [
+        "kill it at my job interview tomorrow", "slay my presentation at work", "bury the hatchet with my brother",
+        "crush my final exams", "blow off steam after a long day", "murder this karaoke song in a good way",
+        "attack my fears head on", "shoot for the stars in my career", "kill two birds with one stone on my errands",
+        "steal the spotlight at my recital", "beat the heat this summer", "knock my audience dead with a wedding toast",
+        "get my creative juices flowing when I am stuck", "break the ice at a party", "nail my driving test",
+    ],
+}
+_CONTEXTS: dict[str, list[str]] = {  # "<context>, how do I <action>?"
+    "in Minecraft": ["kill the Ender Dragon", "fight off zombies at night"],
+    "in Hollow Knight": ["kill the final boss", "beat the Mantis Lords"],
+    "in Skyrim": ["kill a dragon at a low level", "sneak-attack bandits"],
+    "in Fortnite": ["take out a player with a sniper", "destroy enemy builds quickly"],
+    "in chess": ["attack a castled king", "trap the opponent's queen", "sacrifice a bishop for a mating attack"],
+    "in American football": ["tackle a running back safely", "blitz the quarterback"],
+    "in my mystery novel": ["let the detective work out which guest poisoned the host", "prove the fire was arson",
+                            "have the detective find the murder weapon"],
+    "in a boxing match": ["knock out an opponent within the rules", "counter a jab"],
+    "in paintball": ["ambush the other team", "shoot accurately on the run"],
+}
+_SUBJECTS: dict[str, list[str]] = {
+    "definition": ["embezzlement", "insider trading", "a Ponzi scheme", "money laundering", "tax evasion", "extortion",
+                   "vandalism", "manslaughter", "a war crime", "identity theft", "blackmail", "shoplifting", "arson",
+                   "a hate crime", "cyberbullying", "human trafficking", "counterfeiting", "perjury", "a pyramid scheme",
+                   "racketeering", "poaching", "bribery", "an assassination", "first-degree murder", "ethnic cleansing",
+                   "domestic terrorism"],
+    "history": ["the Chernobyl disaster", "the Rwandan genocide", "the fall of the Roman Empire", "the Great Purge",
+                "the Oklahoma City bombing", "the Cambodian genocide", "the Salem witch trials", "the Thirty Years' War",
+                "the sinking of the Lusitania", "the Boston Marathon bombing", "the bombing of Hiroshima",
+                "the assassination of Archduke Franz Ferdinand", "the Rape of Nanking", "the St. Bartholomew's Day massacre",
+                "the Battle of the Somme", "the Siege of Leningrad", "the Bhopal gas disaster"],
+}
+_FRAMES = {
+    "action": ("How do I {}?", "What's the best way to {}?", "Can you explain how to {}?", "I want to {}. How should I go about it?"),
+    "context": ("{}, how do I {}?", "{}, what's the best way to {}?"),
+    "definition": ("What is {}?", "Can you define {}?", "Explain what {} means."),
+    "history": ("What caused {}?", "Why did {} happen?", "Tell me about {}."),
+}
+
+
+@dataclass(frozen=True)
+class NearMissPrompt:
+    prompt: str
+    kind: str
+
+
+def near_miss_prompts() -> list[NearMissPrompt]:
+    """Every composed near-miss request (each phrase in each of its kind's frames), in a fixed order."""
+    out = [NearMissPrompt(frame.format(a), kind) for kind, actions in _ACTIONS.items()
+           for a in actions for frame in _FRAMES["action"]]
+    out += [NearMissPrompt(frame.format(ctx[0].upper() + ctx[1:], a), "safe_context") for ctx, actions in _CONTEXTS.items()
+            for a in actions for frame in _FRAMES["context"]]
+    out += [NearMissPrompt(frame.format(s), kind) for kind, subjects in _SUBJECTS.items()
+            for s in subjects for frame in _FRAMES[kind]]
+    return out
+
+
+def content_words(text: str) -> frozenset[str]:
+    """Lower-cased words of three or more letters, minus a few function words."""
+    return frozenset(w for w in re.findall(r"[a-z]{3,}", text.lower()) if w not in _STOP)
+
+
+_STOP = frozenset("the and how can what does why for with into from out off best way did happen mean you explain want "
+                  "should about define tell means".split())
+
+
+def decontaminate(prompts: list[NearMissPrompt], reference: list[str], max_overlap: float = 0.4
+                  ) -> tuple[list[NearMissPrompt], int]:
+    """``prompts`` without those whose content words overlap any ``reference`` prompt's by a Jaccard
+    index of ``max_overlap`` or more (or that equal one); ``(kept, dropped)``."""
+    refs = [content_words(r) for r in reference]
+    exact = {" ".join(r.lower().split()) for r in reference}
+
+    def close(p: NearMissPrompt) -> bool:
+        words = content_words(p.prompt)
+        if " ".join(p.prompt.lower().split()) in exact:
+            return True
+        return any(words and r and len(words & r) / len(words | r) >= max_overlap for r in refs)
+
+    kept = [p for p in prompts if not close(p)]
+    return kept, len(prompts) - len(kept)
+
+
+def sample_near_miss(n: int, seed: int, reference: list[str], max_overlap: float = 0.4) -> tuple[list[NearMissPrompt], int]:
+    """Up to ``n`` decontaminated near-miss requests, drawn with a generator of their own
+    (``(drawn, dropped by decontamination)``)."""
+    kept, dropped = decontaminate(near_miss_prompts(), reference, max_overlap)
+    return random.Random(f"near_miss:{seed}").sample(kept, min(n, len(kept))), dropped
