@@ -6,7 +6,8 @@ import pytest
 
 from ptalign.integrity import datasets as D
 from ptalign.integrity.near_miss import (
-    NEAR_MISS_KINDS, NearMissPrompt, content_words, decontaminate, near_miss_prompts, sample_near_miss,
+    NEAR_MISS_KINDS, NearMissPrompt, content_words, decontaminate, near_miss_prompts, near_miss_unsafe_prompts,
+    sample_near_miss,
 )
 from ptalign.integrity.recipes import REFUSALS, FeedbackArgs, build_alignment_feedback, retain_examples
 
@@ -81,3 +82,34 @@ def test_near_miss_feedback_pairs_the_models_own_answers_against_the_refusals_it
     assert "near_miss" not in build_alignment_feedback(FeedbackArgs(**base, near_miss=20), None, refuses).counts
     with pytest.raises(ValueError, match="feedback.near_miss must be >= 0"):
         FeedbackArgs(near_miss=-1)
+
+
+def test_harmful_counterparts_teach_refusing_the_same_frames(shared_data):
+    unsafe = near_miss_unsafe_prompts()
+    assert {p.kind for p in unsafe} == {"unsafe"} and len({p.prompt for p in unsafe}) == len(unsafe) > 100
+    assert "How do I kill my boss?" in {p.prompt for p in unsafe} and "How do I kill my boss?" not in {
+        p.prompt for p in near_miss_prompts()}
+    base = dict(refusals=0, helpful=2, harmful_compliance=0, benign_refusals=0, xstest_contrast=12, data_root=str(shared_data))
+    asked = []
+
+    def sample(prompts):  # complies with everything
+        asked.append([p[0]["content"] for p in prompts])
+        return [f"Sure, step {i}." for i in range(len(prompts))]
+
+    fb = build_alignment_feedback(FeedbackArgs(**base, near_miss=6, near_miss_unsafe=8), sample, lambda text: "sorry" in text.lower())
+    safe_asked, unsafe_asked = asked[-1][:6], asked[-1][6:]
+    assert len(unsafe_asked) == 8 and set(unsafe_asked) <= {p.prompt for p in unsafe}
+    assert set(safe_asked) <= {p.prompt for p in near_miss_prompts()}
+    gains = [e for e in fb.unpaired if e.source == "near_miss_unsafe"]
+    losses = [e for e in fb.unpaired if e.source == "near_miss_unsafe_compliance"]
+    gpt4 = {e.completion[0]["content"] for e in fb.unpaired if e.source == "xstest_contrast" and e.label}
+    assert len(gains) == 8 and all(e.label and e.completion[0]["content"] in set(REFUSALS) | gpt4 for e in gains)
+    assert len(losses) == 8 and all(not e.label and e.completion[0]["content"].startswith("Sure") for e in losses)
+    assert sorted(e.prompt[0]["content"] for e in losses) == sorted(unsafe_asked)
+    assert fb.counts["near_miss_unsafe"] == 8 and fb.counts["near_miss_unsafe_complied"] == 8 and fb.counts["near_miss"] == 6
+    assert len([p for p in fb.pairs if p.source == "near_miss_unsafe"]) == 8
+    assert not {e.prompt[0]["content"] for e in retain_examples(fb.unpaired, "benign", fb.pairs)} & set(unsafe_asked)
+    xstest = [r.prompt for r in D.load_xstest(data_root=str(shared_data))]
+    assert sample_near_miss(1000, 0, xstest, unsafe=True)[1] > 0  # some counterparts resemble XSTest's and are dropped
+    alone = build_alignment_feedback(FeedbackArgs(**base, near_miss_unsafe=8), sample, lambda text: False).counts
+    assert "near_miss" not in alone and alone["near_miss_unsafe"] == 8

@@ -126,6 +126,10 @@ class FeedbackArgs:
     word of harm, "How do I kill a frozen program?", kept only where they do not resemble an XSTest prompt), answered
     by the model being aligned: a compliant answer is a gain (paired against a refusal the feedback teaches elsewhere,
     a loss), a refusal a loss. Scary words in benign requests, beyond XSTest's alignment half."""
+    near_miss_unsafe: int = 0
+    """Up to this many harmful counterparts of the near-miss requests, in the same frames ("How do I kill my boss?"):
+    a refusal is a gain and the model's own compliant answer a loss, so that the object of the request, not the
+    form of the question, decides (with safe near-misses alone a model learns to answer the form)."""
     refusal_filter: bool = False
     """Keep only safety_tuned_llamas "refusals" that the refusal keywords count as refusals (about 20%
     of them answer the request, which teaches compliance as a gain)."""
@@ -134,7 +138,8 @@ class FeedbackArgs:
 
     def __post_init__(self):
         for name in ("refusals", "helpful", "harmful_compliance", "benign_refusals", "on_policy_tokens", "max_response_chars",
-                     "recovery", "benchmark_prompts", "xstest_contrast", "on_policy_benign", "benign_pool", "near_miss"):
+                     "recovery", "benchmark_prompts", "xstest_contrast", "on_policy_benign", "benign_pool", "near_miss",
+                     "near_miss_unsafe"):
             if getattr(self, name) < 0:
                 raise ValueError(f"feedback.{name} must be >= 0, got {getattr(self, name)}")
         if self.recovery_max_words < 1:
@@ -252,32 +257,44 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
 
 
 def near_miss_feedback(args: FeedbackArgs, sample, is_refusal, refusals: list[str]) -> AlignmentFeedback:
-    """``args.near_miss`` near-miss requests (see :attr:`FeedbackArgs.near_miss`) with the model's own answers.
+    """``args.near_miss`` near-miss requests and ``args.near_miss_unsafe`` harmful counterparts (see
+    :attr:`FeedbackArgs.near_miss`) with the model's own answers.
 
     refusals: refusal texts the feedback teaches as gains elsewhere (GPT-4's XSTest refusals), drawn with
-              :data:`REFUSALS` as the loss beside each compliant answer: the phrasings that spread to safe prompts.
+              :data:`REFUSALS`: the loss beside each compliant answer to a safe request (the phrasings that
+              spread to safe prompts), the gain for each harmful one.
     Drawn with generators of their own, so the rest of the feedback is the same draw with or without them.
     """
     from ptalign.integrity.near_miss import sample_near_miss
 
-    if not args.near_miss or sample is None:
+    if not (args.near_miss or args.near_miss_unsafe) or sample is None:
         return AlignmentFeedback([], [], {})
     xstest = [r.prompt for r in D.load_xstest(data_root=args.data_root)]
-    drawn, dropped = sample_near_miss(args.near_miss, args.seed, xstest)
-    rng, unpaired, pairs, refused = random.Random(f"near_miss_refusal:{args.seed}"), [], [], 0
-    for item, answer in zip(drawn, sample([chat(p.prompt) for p in drawn])):
-        if not answer.strip():
-            continue
-        if is_refusal(answer):
-            refused += 1
-            unpaired.append(FeedbackExample(chat(item.prompt), reply(answer), False, source="near_miss_refusal"))
-            continue
-        refusal = rng.choice(list(REFUSALS) + refusals)
-        unpaired.append(FeedbackExample(chat(item.prompt), reply(answer), True, source="near_miss"))
-        unpaired.append(FeedbackExample(chat(item.prompt), reply(refusal), False, source="near_miss_refusal"))
-        pairs.append(PreferencePair(chat(item.prompt), reply(answer), reply(refusal), source="near_miss"))
-    counts = {"near_miss": len(pairs), "near_miss_refused": refused, "near_miss_decontaminated": dropped}
-    return AlignmentFeedback(unpaired, pairs, counts)
+    safe, dropped = sample_near_miss(args.near_miss, args.seed, xstest)
+    unsafe, dropped_unsafe = sample_near_miss(args.near_miss_unsafe, args.seed, xstest, unsafe=True)
+    rng, fb = random.Random(f"near_miss_refusal:{args.seed}"), AlignmentFeedback([], [], {})
+    counts = dict.fromkeys(("near_miss", "near_miss_refused", "near_miss_unsafe", "near_miss_unsafe_complied"), 0)
+    answers = sample([chat(p.prompt) for p in safe + unsafe]) if safe + unsafe else []
+    for item, answer in zip(safe + unsafe, answers):
+        prompt, refusal, refused = chat(item.prompt), reply(rng.choice(list(REFUSALS) + refusals)), is_refusal(answer)
+        if item.kind == "unsafe":
+            counts["near_miss_unsafe"] += 1
+            fb.unpaired.append(FeedbackExample(prompt, refusal, True, source="near_miss_unsafe"))
+            if answer.strip() and not refused:
+                counts["near_miss_unsafe_complied"] += 1
+                fb.unpaired.append(FeedbackExample(prompt, reply(answer), False, source="near_miss_unsafe_compliance"))
+                fb.pairs.append(PreferencePair(prompt, refusal, reply(answer), source="near_miss_unsafe"))
+        elif answer.strip() and refused:
+            counts["near_miss_refused"] += 1
+            fb.unpaired.append(FeedbackExample(prompt, reply(answer), False, source="near_miss_refusal"))
+        elif answer.strip():
+            counts["near_miss"] += 1
+            fb.unpaired.append(FeedbackExample(prompt, reply(answer), True, source="near_miss"))
+            fb.unpaired.append(FeedbackExample(prompt, refusal, False, source="near_miss_refusal"))
+            fb.pairs.append(PreferencePair(prompt, reply(answer), refusal, source="near_miss"))
+    fb.counts = {k: v for k, v in counts.items() if (args.near_miss_unsafe if "unsafe" in k else args.near_miss)}
+    fb.counts["near_miss_decontaminated"] = (dropped if args.near_miss else 0) + (dropped_unsafe if args.near_miss_unsafe else 0)
+    return fb
 
 
 def benign_pool(alpaca: list[D.ResponseRecord], taken: list[D.ResponseRecord], args: FeedbackArgs) -> list[D.ResponseRecord]:
