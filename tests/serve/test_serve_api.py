@@ -117,9 +117,11 @@ def test_malformed_rank_requests_get_422_saying_what_to_fix(client, kwargs, frag
     assert fragment in r.json()["detail"]
 
 
-def test_unknown_catalog_is_a_404_naming_the_loaded_ones(client):
-    r = client.post("/v1/rank", json={"query": "drill", "catalog": "nope"})
-    assert r.status_code == 404 and r.json()["detail"] == "unknown catalog 'nope'; loaded: demo"
+@pytest.mark.parametrize("name", ["nope", ""])
+def test_unknown_catalog_is_a_404_naming_the_loaded_ones(client, name):
+    # "" is not "no catalog" (that is null or leaving it out): the schema's enum rejects it, so must we
+    r = client.post("/v1/rank", json={"query": "drill", "catalog": name})
+    assert r.status_code == 404 and r.json()["detail"] == f"unknown catalog {name!r}; loaded: demo"
 
 
 def test_a_body_that_is_not_utf8_is_a_422(client):

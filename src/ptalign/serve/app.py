@@ -164,7 +164,7 @@ def create_app(backend: RankingBackend, generator: GuardedGenerator | None, cata
         if req.candidates is not None:
             products = [Product(**c.model_dump()) for c in req.candidates]
         else:
-            name = req.catalog or default_catalog
+            name = default_catalog if req.catalog is None else req.catalog  # "" names no catalog: 404
             if name not in catalogs:
                 raise HTTPException(404, f"unknown catalog {name!r}; loaded: {', '.join(catalogs) or '(none)'}")
             catalog = catalogs[name]
