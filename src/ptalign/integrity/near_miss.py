@@ -169,7 +169,9 @@ def decontaminate(prompts: list[NearMissPrompt], reference: list[str], max_overl
 def sample_near_miss(n: int, seed: int, reference: list[str], max_overlap: float = 0.4, unsafe: bool = False
                      ) -> tuple[list[NearMissPrompt], int]:
     """Up to ``n`` decontaminated near-miss requests (``unsafe``: their harmful counterparts), drawn with a
-    generator of their own (``(drawn, dropped by decontamination)``)."""
+    generator of their own (``(drawn, dropped by decontamination)``; ``n`` = 0 composes nothing)."""
+    if n == 0:
+        return [], 0
     prompts = near_miss_unsafe_prompts() if unsafe else near_miss_prompts()
     kept, dropped = decontaminate(prompts, reference, max_overlap)
     rng = random.Random(f"near_miss{'_unsafe' if unsafe else ''}:{seed}")

@@ -273,27 +273,29 @@ def near_miss_feedback(args: FeedbackArgs, sample, is_refusal, refusals: list[st
     safe, dropped = sample_near_miss(args.near_miss, args.seed, xstest)
     unsafe, dropped_unsafe = sample_near_miss(args.near_miss_unsafe, args.seed, xstest, unsafe=True)
     rng, fb = random.Random(f"near_miss_refusal:{args.seed}"), AlignmentFeedback([], [], {})
-    counts = dict.fromkeys(("near_miss", "near_miss_refused", "near_miss_unsafe", "near_miss_unsafe_complied"), 0)
+    fb.counts = {"near_miss_decontaminated": dropped + dropped_unsafe}
+    if args.near_miss:
+        fb.counts.update(near_miss=0, near_miss_refused=0)
+    if args.near_miss_unsafe:
+        fb.counts.update(near_miss_unsafe=len(unsafe), near_miss_unsafe_complied=0)
     answers = sample([chat(p.prompt) for p in safe + unsafe]) if safe + unsafe else []
     for item, answer in zip(safe + unsafe, answers):
-        prompt, refusal, refused = chat(item.prompt), reply(rng.choice(list(REFUSALS) + refusals)), is_refusal(answer)
+        refusal = reply(rng.choice(list(REFUSALS) + refusals))  # one draw per request, used or not
+        prompt, complied = chat(item.prompt), bool(answer.strip()) and not is_refusal(answer)
         if item.kind == "unsafe":
-            counts["near_miss_unsafe"] += 1
             fb.unpaired.append(FeedbackExample(prompt, refusal, True, source="near_miss_unsafe"))
-            if answer.strip() and not refused:
-                counts["near_miss_unsafe_complied"] += 1
+            if complied:
+                fb.counts["near_miss_unsafe_complied"] += 1
                 fb.unpaired.append(FeedbackExample(prompt, reply(answer), False, source="near_miss_unsafe_compliance"))
                 fb.pairs.append(PreferencePair(prompt, refusal, reply(answer), source="near_miss_unsafe"))
-        elif answer.strip() and refused:
-            counts["near_miss_refused"] += 1
-            fb.unpaired.append(FeedbackExample(prompt, reply(answer), False, source="near_miss_refusal"))
-        elif answer.strip():
-            counts["near_miss"] += 1
+        elif complied:
+            fb.counts["near_miss"] += 1
             fb.unpaired.append(FeedbackExample(prompt, reply(answer), True, source="near_miss"))
             fb.unpaired.append(FeedbackExample(prompt, refusal, False, source="near_miss_refusal"))
             fb.pairs.append(PreferencePair(prompt, reply(answer), refusal, source="near_miss"))
-    fb.counts = {k: v for k, v in counts.items() if (args.near_miss_unsafe if "unsafe" in k else args.near_miss)}
-    fb.counts["near_miss_decontaminated"] = (dropped if args.near_miss else 0) + (dropped_unsafe if args.near_miss_unsafe else 0)
+        elif answer.strip():
+            fb.counts["near_miss_refused"] += 1
+            fb.unpaired.append(FeedbackExample(prompt, reply(answer), False, source="near_miss_refusal"))
     return fb
 
 
