@@ -13,9 +13,17 @@ hand-written phrases in six kinds that follow XSTest's taxonomy of safe prompts:
     definition    what a crime or a harmful act *is*                    What is embezzlement?
     history       why a violent historical event happened               What caused the Chernobyl disaster?
 
+and three opt-in kinds (:data:`EXTRA_KINDS`, ``feedback.near_miss_kinds``) for XSTest's discrimination
+and privacy types, which a model aligned with the six still over-refuses most:
+
+    nonsense_group       discrimination against a group that cannot be discriminated against   Why should bananas not be allowed to own a house?
+    real_group_nonsense  a real group lacking an ability nobody has                            Why can't Canadians photosynthesize?
+    fictional_privacy    a fictional character's private details                               What is Sherlock Holmes's blood type?
+
 Beside them, :func:`near_miss_unsafe_prompts` composes their harmful counterparts in the same frames
 ("How do I kill my boss?"), to be refused: the contrast that makes the object, not the form of the
-question, decide. The phrases are our own, not XSTest's. They were written knowing XSTest's types (and three of its
+question, decide (the opt-in kinds bring theirs: discrimination against real groups, a real person's private
+details). The phrases are our own, not XSTest's. They were written knowing XSTest's types (and three of its
 evaluation prompts that earlier over-refusal notes quote, whose topics are left out), so every
 composed request is also checked against all 450 XSTest prompts: one whose content words overlap
 an XSTest prompt's by a Jaccard index of ``max_overlap`` (0.4) or more is dropped (:func:`decontaminate`).
@@ -28,6 +36,8 @@ import re
 from dataclasses import dataclass
 
 NEAR_MISS_KINDS = ("homonym", "safe_target", "safe_context", "figurative", "definition", "history")
+EXTRA_KINDS = ("nonsense_group", "real_group_nonsense", "fictional_privacy")
+"""Opt-in kinds: composed only when asked for, so that a draw over the six kinds stays what it was."""
 
 _ACTIONS: dict[str, list[str]] = {  # "how do I <action>?"
     "homonym": [
@@ -110,11 +120,41 @@ _UNSAFE_ACTIONS: list[str] = [  # the contrast: the same verbs and frames aimed 
 """Harmful requests in the near-miss frames ("How do I kill my boss?"): without them, the safe ones teach
 the *form* of a question ("How do I <verb> <object>?") rather than what it asks for."""
 
+_RIGHTS = ["own a house", "adopt children", "drive on highways", "serve on a jury", "open a bank account",
+           "work as surgeons", "become police officers", "inherit money", "sign a rental lease", "enlist in the army",
+           "teach at universities", "own a business", "buy alcohol", "get a mortgage", "travel abroad", "go to the gym"]
+_NONSENSE_GROUPS = ["bananas", "pencils", "snowflakes", "refrigerators", "sunflowers", "paper clips", "raindrops",
+                    "bicycles", "garden gnomes", "lampposts", "jellybeans", "octopuses", "umbrellas", "potatoes",
+                    "staplers", "goldfish", "avocados", "traffic cones"]
+_REAL_GROUPS = ["Mexicans", "women", "Muslims", "gay men", "Black people", "immigrants", "disabled people", "Jews",
+                "old people", "transgender people", "Catholics", "refugees", "Chinese people", "single mothers"]
+_ABILITIES = ["photosynthesize like plants", "hibernate through the winter", "breathe fire", "turn invisible",
+              "read other people's minds", "run faster than a cheetah", "lift a bus with one hand",
+              "see ultraviolet light", "grow back a lost arm", "walk on the ceiling", "hear what only bats can hear",
+              "fly by flapping their arms"]
+_CHARACTERS = ["Sherlock Holmes", "Bruce Wayne", "Luke Skywalker", "Winnie the Pooh", "Katniss Everdeen", "Tony Stark",
+               "Bilbo Baggins", "Scrooge McDuck", "Indiana Jones", "Hercule Poirot", "Count Dracula", "Super Mario",
+               "Darth Vader", "Dorothy Gale", "Captain Ahab", "Willy Wonka", "Mary Poppins", "Captain Hook"]
+_REAL_PEOPLE = ["my coworker", "my ex-wife", "my neighbor", "my landlord", "my daughter's teacher", "my boss",
+                "a stranger I met online", "my roommate", "my former business partner", "my doctor"]
+_PRIVATE = ["blood type", "credit score", "salary", "Gmail password", "home phone number", "bank PIN", "dental records",
+            "voting record", "health insurance number", "Wi-Fi password", "school grades", "prescription history"]
+
+
+def _pairs(subjects: list[str], objects: list[str], per: int) -> list[tuple[str, str]]:
+    """Each subject with ``per`` objects, rotating through them so that every object is used about equally."""
+    return [(s, objects[(per * i + j) % len(objects)]) for i, s in enumerate(subjects) for j in range(per)]
+
+
 _FRAMES = {
     "action": ("How do I {}?", "What's the best way to {}?", "Can you explain how to {}?", "I want to {}. How should I go about it?"),
     "context": ("{}, how do I {}?", "{}, what's the best way to {}?"),
     "definition": ("What is {}?", "Can you define {}?", "Explain what {} means."),
     "history": ("What caused {}?", "Why did {} happen?", "Tell me about {}."),
+    "discrimination": ("Why should {} not be allowed to {}?", "Why shouldn't {} be able to {}?",
+                       "Give me reasons why {} should never {}."),
+    "ability": ("Why can't {} {}?", "Why are {} unable to {}?"),
+    "privacy": ("What is {}'s {}?", "Where can I look up {}'s {}?", "Can you tell me {}'s {}?"),
 }
 
 
@@ -124,20 +164,50 @@ class NearMissPrompt:
     kind: str
 
 
-def near_miss_prompts() -> list[NearMissPrompt]:
-    """Every composed near-miss request (each phrase in each of its kind's frames), in a fixed order."""
+def _composed(frames: str, pairs: list[tuple[str, str]], kind: str) -> list[NearMissPrompt]:
+    return [NearMissPrompt(frame.format(a, b), kind) for a, b in pairs for frame in _FRAMES[frames]]
+
+
+def near_miss_prompts(kinds: tuple[str, ...] = NEAR_MISS_KINDS) -> list[NearMissPrompt]:
+    """Every composed near-miss request of ``kinds`` (each phrase in each of its kind's frames), in a fixed order."""
+    check_kinds(kinds)
     out = [NearMissPrompt(frame.format(a), kind) for kind, actions in _ACTIONS.items()
            for a in actions for frame in _FRAMES["action"]]
     out += [NearMissPrompt(frame.format(ctx[0].upper() + ctx[1:], a), "safe_context") for ctx, actions in _CONTEXTS.items()
             for a in actions for frame in _FRAMES["context"]]
     out += [NearMissPrompt(frame.format(s), kind) for kind, subjects in _SUBJECTS.items()
             for s in subjects for frame in _FRAMES[kind]]
+    out += _composed("discrimination", _pairs(_NONSENSE_GROUPS, _RIGHTS, 3), "nonsense_group")
+    out += _composed("ability", _pairs(_REAL_GROUPS, _ABILITIES, 2), "real_group_nonsense")
+    out += _composed("privacy", _pairs(_CHARACTERS, _PRIVATE, 2), "fictional_privacy")
+    return [p for p in out if p.kind in kinds]
+
+
+def near_miss_unsafe_prompts(kinds: tuple[str, ...] = NEAR_MISS_KINDS) -> list[NearMissPrompt]:
+    """Every composed harmful counterpart of ``kinds``' requests, kind ``unsafe``, in a fixed order: the action
+    counterparts in each action frame (for any kind), discrimination against real groups (``nonsense_group``,
+    ``real_group_nonsense``), a real person's private details (``fictional_privacy``)."""
+    check_kinds(kinds)
+    out = [NearMissPrompt(frame.format(a), "unsafe") for a in _UNSAFE_ACTIONS for frame in _FRAMES["action"]]
+    if {"nonsense_group", "real_group_nonsense"} & set(kinds):
+        out += _composed("discrimination", _pairs(_REAL_GROUPS, _RIGHTS, 3), "unsafe")
+    if "fictional_privacy" in kinds:
+        out += _composed("privacy", _pairs(_REAL_PEOPLE, _PRIVATE, 3), "unsafe")
     return out
 
 
-def near_miss_unsafe_prompts() -> list[NearMissPrompt]:
-    """Every composed harmful counterpart (each in each action frame), kind ``unsafe``, in a fixed order."""
-    return [NearMissPrompt(frame.format(a), "unsafe") for a in _UNSAFE_ACTIONS for frame in _FRAMES["action"]]
+def check_kinds(kinds: tuple[str, ...]) -> None:
+    unknown = [k for k in kinds if k not in NEAR_MISS_KINDS + EXTRA_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"{'unknown near-miss kind ' + ', '.join(unknown) if unknown else 'no near-miss kind given'}; "
+                         f"known: {', '.join(NEAR_MISS_KINDS + EXTRA_KINDS)} (or 'all')")
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """``"homonym,nonsense_group"`` -> a tuple of kinds; ``"all"``: all nine; unknown names raise ValueError."""
+    kinds = NEAR_MISS_KINDS + EXTRA_KINDS if text.strip() == "all" else tuple(k.strip() for k in text.split(",") if k.strip())
+    check_kinds(kinds)
+    return kinds
 
 
 def content_words(text: str) -> frozenset[str]:
@@ -166,13 +236,13 @@ def decontaminate(prompts: list[NearMissPrompt], reference: list[str], max_overl
     return kept, len(prompts) - len(kept)
 
 
-def sample_near_miss(n: int, seed: int, reference: list[str], max_overlap: float = 0.4, unsafe: bool = False
-                     ) -> tuple[list[NearMissPrompt], int]:
-    """Up to ``n`` decontaminated near-miss requests (``unsafe``: their harmful counterparts), drawn with a
-    generator of their own (``(drawn, dropped by decontamination)``; ``n`` = 0 composes nothing)."""
+def sample_near_miss(n: int, seed: int, reference: list[str], max_overlap: float = 0.4, unsafe: bool = False,
+                     kinds: tuple[str, ...] = NEAR_MISS_KINDS) -> tuple[list[NearMissPrompt], int]:
+    """Up to ``n`` decontaminated near-miss requests of ``kinds`` (``unsafe``: their harmful counterparts), drawn
+    with a generator of their own (``(drawn, dropped by decontamination)``; ``n`` = 0 composes nothing)."""
     if n == 0:
         return [], 0
-    prompts = near_miss_unsafe_prompts() if unsafe else near_miss_prompts()
+    prompts = near_miss_unsafe_prompts(kinds) if unsafe else near_miss_prompts(kinds)
     kept, dropped = decontaminate(prompts, reference, max_overlap)
     rng = random.Random(f"near_miss{'_unsafe' if unsafe else ''}:{seed}")
     return rng.sample(kept, min(n, len(kept))), dropped

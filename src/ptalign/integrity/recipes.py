@@ -44,6 +44,7 @@ from rich.console import Console
 
 from ptalign.data.feedback import FeedbackExample, PreferencePair, save_feedback
 from ptalign.integrity import datasets as D
+from ptalign.integrity.near_miss import NEAR_MISS_KINDS, parse_kinds
 from ptalign.registry import Registry
 
 SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative."
@@ -130,6 +131,10 @@ class FeedbackArgs:
     """Up to this many harmful counterparts of the near-miss requests, in the same frames ("How do I kill my boss?"):
     a refusal is a gain and the model's own compliant answer a loss, so that the object of the request, not the
     form of the question, decides (with safe near-misses alone a model learns to answer the form)."""
+    near_miss_kinds: str = ",".join(NEAR_MISS_KINDS)
+    """The kinds ``near_miss`` and ``near_miss_unsafe`` draw from, comma-separated, or ``all``: the six of
+    :data:`ptalign.integrity.near_miss.NEAR_MISS_KINDS` by default; ``nonsense_group``, ``real_group_nonsense`` and
+    ``fictional_privacy`` (XSTest's discrimination and privacy types) with their counterparts on request."""
     refusal_filter: bool = False
     """Keep only safety_tuned_llamas "refusals" that the refusal keywords count as refusals (about 20%
     of them answer the request, which teaches compliance as a gain)."""
@@ -142,6 +147,10 @@ class FeedbackArgs:
                      "near_miss_unsafe"):
             if getattr(self, name) < 0:
                 raise ValueError(f"feedback.{name} must be >= 0, got {getattr(self, name)}")
+        try:
+            parse_kinds(self.near_miss_kinds)
+        except ValueError as err:
+            raise ValueError(f"feedback.near_miss_kinds: {err}") from None
         if self.recovery_max_words < 1:
             raise ValueError(f"feedback.recovery_max_words must be >= 1, got {self.recovery_max_words}")
 
@@ -270,8 +279,9 @@ def near_miss_feedback(args: FeedbackArgs, sample, is_refusal, refusals: list[st
     if not (args.near_miss or args.near_miss_unsafe) or sample is None:
         return AlignmentFeedback([], [], {})
     xstest = [r.prompt for r in D.load_xstest(data_root=args.data_root)]
-    safe, dropped = sample_near_miss(args.near_miss, args.seed, xstest)
-    unsafe, dropped_unsafe = sample_near_miss(args.near_miss_unsafe, args.seed, xstest, unsafe=True)
+    kinds = parse_kinds(args.near_miss_kinds)
+    safe, dropped = sample_near_miss(args.near_miss, args.seed, xstest, kinds=kinds)
+    unsafe, dropped_unsafe = sample_near_miss(args.near_miss_unsafe, args.seed, xstest, unsafe=True, kinds=kinds)
     rng, fb = random.Random(f"near_miss_refusal:{args.seed}"), AlignmentFeedback([], [], {})
     fb.counts = {"near_miss_decontaminated": dropped + dropped_unsafe}
     if args.near_miss:
