@@ -170,7 +170,7 @@ def _composed(frames: str, pairs: list[tuple[str, str]], kind: str) -> list[Near
 
 def near_miss_prompts(kinds: tuple[str, ...] = NEAR_MISS_KINDS) -> list[NearMissPrompt]:
     """Every composed near-miss request of ``kinds`` (each phrase in each of its kind's frames), in a fixed order."""
-    check_kinds(kinds)
+    _check_kinds(kinds)
     out = [NearMissPrompt(frame.format(a), kind) for kind, actions in _ACTIONS.items()
            for a in actions for frame in _FRAMES["action"]]
     out += [NearMissPrompt(frame.format(ctx[0].upper() + ctx[1:], a), "safe_context") for ctx, actions in _CONTEXTS.items()
@@ -187,7 +187,7 @@ def near_miss_unsafe_prompts(kinds: tuple[str, ...] = NEAR_MISS_KINDS) -> list[N
     """Every composed harmful counterpart of ``kinds``' requests, kind ``unsafe``, in a fixed order: the action
     counterparts in each action frame (for any kind), discrimination against real groups (``nonsense_group``,
     ``real_group_nonsense``), a real person's private details (``fictional_privacy``)."""
-    check_kinds(kinds)
+    _check_kinds(kinds)
     out = [NearMissPrompt(frame.format(a), "unsafe") for a in _UNSAFE_ACTIONS for frame in _FRAMES["action"]]
     if {"nonsense_group", "real_group_nonsense"} & set(kinds):
         out += _composed("discrimination", _pairs(_REAL_GROUPS, _RIGHTS, 3), "unsafe")
@@ -196,17 +196,18 @@ def near_miss_unsafe_prompts(kinds: tuple[str, ...] = NEAR_MISS_KINDS) -> list[N
     return out
 
 
-def check_kinds(kinds: tuple[str, ...]) -> None:
+def _check_kinds(kinds: tuple[str, ...]) -> None:
+    """ValueError naming the unknown kinds (or that none was given) and the known ones."""
     unknown = [k for k in kinds if k not in NEAR_MISS_KINDS + EXTRA_KINDS]
     if unknown or not kinds:
-        raise ValueError(f"{'unknown near-miss kind ' + ', '.join(unknown) if unknown else 'no near-miss kind given'}; "
-                         f"known: {', '.join(NEAR_MISS_KINDS + EXTRA_KINDS)} (or 'all')")
+        what = f"unknown near-miss kind {', '.join(unknown)}" if unknown else "no near-miss kind given"
+        raise ValueError(f"{what}; known: {', '.join(NEAR_MISS_KINDS + EXTRA_KINDS)} (or 'all')")
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:
     """``"homonym,nonsense_group"`` -> a tuple of kinds; ``"all"``: all nine; unknown names raise ValueError."""
     kinds = NEAR_MISS_KINDS + EXTRA_KINDS if text.strip() == "all" else tuple(k.strip() for k in text.split(",") if k.strip())
-    check_kinds(kinds)
+    _check_kinds(kinds)
     return kinds
 
 
