@@ -75,6 +75,29 @@ def export(
 
 
 @app.command()
+def average(
+    models: list[str] = typer.Argument(..., help="Two or more model folders fine-tuned from the same base (or 'embedded')."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Where to write the averaged safetensors model."),
+    weights: Optional[list[float]] = typer.Option(None, "--weight", "-w", help="One weight per model, in order (default: equal)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace out_dir if it exists."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Model cache location."),
+) -> None:
+    """Average the weights of models fine-tuned from one base (a model soup) into a plain safetensors folder.
+
+    An integrity model's evaluation-split mark goes with it, so the soup is only scored on the held-out halves.
+    """
+    from ptalign.integrity.recipes import EVAL_SPLIT_MARK
+    from ptalign.models import average_models
+
+    try:
+        out = average_models(models, out_dir, weights=weights, carry_files=[EVAL_SPLIT_MARK], cache_dir=cache_dir,
+                             overwrite=overwrite)
+    except USER_ERRORS as err:
+        _fail(err)
+    console.print(f"[green]averaged {len(models)} models:[/] {out}")
+
+
+@app.command()
 def losses() -> None:
     """List the registered losses and their hyper-parameters."""
     import dataclasses

@@ -320,6 +320,67 @@ def export_model(
     return out_dir
 
 
+def average_models(
+    specs: Sequence[str],
+    out_dir: str | Path,
+    weights: Sequence[float] | None = None,
+    carry_files: Sequence[str] = (),
+    cache_dir: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the weighted mean of the weights of ``specs`` (a uniform "model soup", Wortsman et al.
+    2022) as a plain safetensors folder.
+
+    The models must share one architecture (every parameter's name and shape), which holds for
+    fine-tunes of the same base model. ``weights`` default to equal; they are normalised to sum
+    to one. The tokenizer comes from the first model; each name in ``carry_files`` found in any
+    source folder is copied along (the first source holding it wins). Written atomically like
+    :func:`export_model`.
+    """
+    import torch
+
+    specs = list(specs)
+    if len(specs) < 2:
+        raise ValueError(f"averaging needs at least two models, got {len(specs)}")
+    weights = [1.0] * len(specs) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(specs):
+        raise ValueError(f"{len(weights)} weights for {len(specs)} models: give one weight per model")
+    if any(not w > 0 for w in weights):
+        raise ValueError(f"model weights must be positive, got {weights}")
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists and is not empty; pass overwrite=True to replace it")
+    shares = [w / sum(weights) for w in weights]
+    model, tokenizer = load_model(specs[0], dtype="float32", cache_dir=cache_dir, device="cpu")
+    params = dict(model.named_parameters())  # tied weights appear once
+    with torch.no_grad():
+        for param in params.values():
+            param.mul_(shares[0])
+        for spec, share in zip(specs[1:], shares[1:]):
+            other = load_model(spec, dtype="float32", cache_dir=cache_dir, device="cpu")[0].state_dict()
+            for name, param in params.items():
+                if name not in other:
+                    raise ValueError(f"{spec} has no parameter {name!r}: it is not the same architecture as {specs[0]}")
+                if other[name].shape != param.shape:
+                    raise ValueError(f"{spec}: parameter {name!r} has shape {tuple(other[name].shape)}, "
+                                     f"{specs[0]} has {tuple(param.shape)}: not the same architecture")
+                param.add_(other[name], alpha=share)
+            del other
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for name in carry_files:
+            found = [Path(spec).expanduser() / name for spec in specs if (Path(spec).expanduser() / name).is_file()]
+            if found:
+                shutil.copy(found[0], tmp / name)
+        _replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
 # --------------------------------------------------------------------------- generation
 
 
