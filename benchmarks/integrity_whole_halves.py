@@ -73,8 +73,9 @@ def make_soup(name: str, models: list[str], redo: bool = False, results: Path = 
     stage_models = {"before": soup}
     for kind in ATTACKS:
         stage, attacked = f"after_{kind}", out / f"attack-{kind}" / "model"
-        needs = [f for f in (files[stage], files["fa_dev"] if kind == "mixed" else None) if f is not None]
-        if redo or not (attacked / "model.safetensors").is_file() and not all(f.is_file() for f in needs):
+        needs = [files[stage]] + ([files["fa_dev"]] if kind == "mixed" else [])
+        scored = all(f.is_file() for f in needs)
+        if redo or not ((attacked / "model.safetensors").is_file() or scored):
             console.print(f"[bold]{name}[/]: attack {kind}")
             attacked = attack(str(soup), out / f"attack-{kind}", dataclasses.replace(cfg.attack, kind=kind), console)
         stage_models[stage] = attacked

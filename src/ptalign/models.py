@@ -301,19 +301,31 @@ def export_model(
     needs neither PEFT nor ptalign. It is written into a temporary sibling and renamed into
     place; a non-empty ``out_dir`` is only replaced when ``overwrite`` is true.
     """
-    out_dir = Path(out_dir).expanduser()
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists and is not empty; pass overwrite=True to replace it")
+    out_dir = _writable_out_dir(out_dir, overwrite)
     model, tokenizer = load_model(base_spec, dtype="float32", cache_dir=cache_dir, device="cpu")
     if adapter_dir is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    return _write_model_dir(model, tokenizer, out_dir)
+
+
+def _writable_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists and is not empty; pass overwrite=True to replace it")
+    return out_dir
+
+
+def _write_model_dir(model, tokenizer, out_dir: Path, extra_files: Sequence[Path] = ()) -> Path:
+    """Save ``model``, ``tokenizer`` and copies of ``extra_files`` into a temporary sibling, then move it into place."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        for path in extra_files:
+            shutil.copy(path, tmp / path.name)
         _replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -347,9 +359,7 @@ def average_models(
         raise ValueError(f"{len(weights)} weights for {len(specs)} models: give one weight per model")
     if any(not w > 0 for w in weights):
         raise ValueError(f"model weights must be positive, got {weights}")
-    out_dir = Path(out_dir).expanduser()
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists and is not empty; pass overwrite=True to replace it")
+    out_dir = _writable_out_dir(out_dir, overwrite)
     shares = [w / sum(weights) for w in weights]
     model, tokenizer = load_model(specs[0], dtype="float32", cache_dir=cache_dir, device="cpu")
     params = dict(model.named_parameters())  # tied weights appear once
@@ -366,19 +376,11 @@ def average_models(
                                      f"{specs[0]} has {tuple(param.shape)}: not the same architecture")
                 param.add_(other[name], alpha=share)
             del other
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        for name in carry_files:
-            found = [Path(spec).expanduser() / name for spec in specs if (Path(spec).expanduser() / name).is_file()]
-            if found:
-                shutil.copy(found[0], tmp / name)
-        _replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    carried = []
+    for name in carry_files:
+        found = [Path(spec).expanduser() / name for spec in specs if (Path(spec).expanduser() / name).is_file()]
+        carried += found[:1]
+    return _write_model_dir(model, tokenizer, out_dir, carried)
 
 
 # --------------------------------------------------------------------------- generation
