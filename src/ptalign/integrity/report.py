@@ -81,7 +81,7 @@ def plot_hs_by_epoch(results: dict, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 TRADEOFF_PANELS = [("before", "no attack"), ("after_mixed", "after the mixed attack"), ("after_pure_bad", "after pure_bad")]
@@ -113,7 +113,8 @@ def pareto_front(points: list[dict], key: str) -> list[dict]:
     return sorted((p for p in have if not beaten(p)), key=lambda p: p["over_refusal"])
 
 
-def _save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` atomically (a temporary file, then a rename) and close it."""
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +155,7 @@ def plot_tradeoff(points: list[dict], path: Path, goal: tuple[float, float] | No
         ax.set(title=title, xlabel="over-refusal of safe prompts (%)", ylabel="harmful score (%)", xlim=(-2, 102), ylim=(-2, 102))
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(results: dict, out: Path) -> Path:
