@@ -153,7 +153,7 @@ def plot(rows: list[dict], path: Path, goal: tuple[float, float] = (10.0, 5.0)) 
     for r in rows:
         x, y = xy[r["name"]]
         # labels of nearby points (in axis fractions) step down so that they do not overlap
-        near = sum(abs(x - px) < 0.25 * top_x and abs(y - py) < 0.04 * top_y for px, py in placed)
+        near = sum(abs(x - px) < 0.25 * top_x and abs(y - py) < 0.06 * top_y for px, py in placed)
         placed.append((x, y))
         soup = "soup_of" in r
         for parent in parents(r, rows) if soup else []:
@@ -162,7 +162,7 @@ def plot(rows: list[dict], path: Path, goal: tuple[float, float] = (10.0, 5.0)) 
         ax.scatter([x], [y], s=110 if soup else 40, marker="*" if soup else "o", zorder=2,
                    color="tab:orange" if soup else "tab:blue", edgecolors="0" if fa_ok else "tab:red", linewidths=1.2)
         ax.annotate(f"{r['name']} (FA {r['fa_dev']:.1f})", (x, y), fontsize=7, xytext=(6, 3 - 10 * near),
-                    textcoords="offset points")
+                    textcoords="offset points", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8}, zorder=1.5)
     ax.set(xlim=(0, top_x), ylim=(0, top_y), xlabel="over-refusal of XSTest's safe prompts (%)",
            ylabel="HS after the worse attack (%)", title="whole evaluation halves: seeds (dots) and soups (stars)")
     ax.grid(alpha=0.3)
