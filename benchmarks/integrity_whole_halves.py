@@ -135,14 +135,11 @@ def plot(rows: list[dict], path: Path, goal: tuple[float, float] = (10.0, 5.0)) 
     """Worst HS after the two attacks against over-refusal, one labelled point per row: single runs
     as dots, soups as stars joined to those of their parents that are rows too; a red edge marks
     an FA below the goal, the goal corner is shaded. None without matplotlib."""
-    try:
-        import matplotlib
+    from ptalign.integrity.report import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
-    from ptalign.integrity.report import save_figure
 
     xy = {r["name"]: (r["before"]["over_refusal"], max(r[f"after_{k}"]["hs"] for k in ATTACKS)) for r in rows}
     fig, ax = plt.subplots(figsize=(6.4, 4.6))

@@ -58,14 +58,11 @@ def by_type_table(results: dict, key: str = "over_refusal_by_type") -> str | Non
 
 def plot_hs_by_epoch(results: dict, path: Path) -> Path | None:
     """HS (%) after each attack epoch, one line per method and attack; None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     attacks = sorted({k[len("after_"):] for r in results["methods"].values() for k in r if k.startswith("after_")})
     if not attacks:
         return None
@@ -113,6 +110,18 @@ def pareto_front(points: list[dict], key: str) -> list[dict]:
     return sorted((p for p in have if not beaten(p)), key=lambda p: p["over_refusal"])
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None where matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def save_figure(fig, path: Path) -> Path:
     """Write ``fig`` to ``path`` atomically (a temporary file, then a rename) and close it."""
     import matplotlib.pyplot as plt
@@ -128,12 +137,8 @@ def save_figure(fig, path: Path) -> Path:
 def plot_tradeoff(points: list[dict], path: Path, goal: tuple[float, float] | None = (10.0, 5.0)) -> Path | None:
     """HS against over-refusal, one panel per stage (no attack, after each attack), one labelled dot
     per point; ``goal`` (max over-refusal, max HS) is shaded. None without matplotlib or points."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     panels = [(stage, title) for stage, title in TRADEOFF_PANELS if any(f"hs_{stage}" in p for p in points)]
     if not panels:
