@@ -84,3 +84,20 @@ def test_soup_attacks_and_scores_each_stage_once(shared_data, tmp_path):
     before = weights.stat().st_mtime_ns
     bench.make_soup("tiny", models, results=results, work=work, overrides=SMALL, fa_sentences=4)
     assert {p: p.stat().st_mtime_ns for p in files.values()} == stamps and weights.stat().st_mtime_ns == before
+
+
+def test_score_attacks_one_model_without_soup_parents(shared_data, tmp_path):
+    bench = load_benchmark_script("integrity_whole_halves")
+    model = make_tiny_model(tmp_path / "m0", seed=0)
+    results, work = tmp_path / "results", tmp_path / "work"
+    files = bench.score("single", model, results=results, work=work, overrides=SMALL, fa_sentences=4)
+    assert not (work / "integrity_halves_single" / "align").exists()
+    for kind in ("mixed", "pure_bad"):
+        assert (work / "integrity_halves_single" / f"attack-{kind}" / "model" / "model.safetensors").is_file()
+    for path in files.values():
+        figures = json.loads(path.read_text())
+        assert "soup_of" not in figures and ("hs" in figures or "fa" in figures)
+    row = bench.row("single", {"hs_after_mixed": 90.0, "hs_after_pure_bad": 90.0, "fa_dev": 50.0}, results=results)
+    assert "soup_of" not in row and set(row["goal"]) >= {"all", "over_refusal_le_10"}
+    with pytest.raises(FileNotFoundError, match="nothing: no model folder at .*missing"):
+        bench.score("nothing", tmp_path / "missing", results=results, work=work, overrides=SMALL)
