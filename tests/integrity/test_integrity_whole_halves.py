@@ -57,6 +57,11 @@ def test_table_checks_every_part_of_the_goal(tmp_path, capsys):
     assert rows["soup"]["soup_of"] == soup_of and "soup_of" not in rows["good"]
     assert [r["name"] for r in bench.parents(rows["soup"], saved["rows"])] == ["good", "refuses"]
     assert (tmp_path / "whole.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "whole.md").read_text().splitlines()
+    assert md[2] == "| undefended (HS on the slice) | 96.0 / 12.0 / 96.0 | | | | 71.3 | | |"
+    assert md[3] == "| `good` | 2.0 / 3.0 / 4.0 | 4.0 / 6.0 / 8.0 | 9.0 / 9.0 / 9.0 | 50.0 / 50.0 / 50.0 | 70.4 |  | **met** |"
+    assert md[6].startswith("| `soup` | 1.0 / 2.0 / 1.0 |") and md[6].endswith("| 75.0 | good, refuses, good_seed9 | **met** |")
+    assert md[4].endswith("| missed: fa_within_1_of_undefended, over_refusal_le_10 |") and len(md) == 7
     (tmp_path / "integrity_halves_fa_dev" / "good-mixed.json").unlink()
     with pytest.raises(FileNotFoundError, match="good: no result file .*good-mixed.json"):
         bench.table(["good"], None, results=tmp_path)
