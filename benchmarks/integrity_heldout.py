@@ -1,0 +1,152 @@
+"""Held-out confirmation: harmful and benign requests that no alignment run saw and no recipe was chosen on.
+
+    python benchmarks/integrity_heldout.py NAME=MODEL [NAME=MODEL ...] [--exclude-from benchmarks/work]
+        [--harmful 200] [--benign 200] [--out benchmarks/results/integrity_heldout.json]
+
+Every recipe in the integrity benchmarks was chosen on the evaluation halves of AdvBench, HarmBench
+and XSTest, so figures on those halves carry that selection. This script scores models on two
+sets that played no part in it:
+
+* harmful: safety_tuned_llamas instructions (Bianchi et al. 2023) — the source of the alignment
+  feedback's refusals and on-policy harmful answers — minus every prompt that appears in any
+  ``*.jsonl`` under the ``--exclude-from`` folders (the runs' feedback, pairs, retain, simulated
+  attack and attack data); HS = % answered harmfully by the keyword judge (any answer without a
+  refusal, the benchmarks' HS judge);
+* benign: Arditi et al.'s harmless Alpaca instructions (``refusal_direction_harmless_test.json``),
+  minus the same; refusal rate = % refused (the keyword judge).
+
+Seeded samples of each; one row per NAME, added to ``--out`` as soon as it is scored (rows already
+there are kept unless ``--redo``). Prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ptalign.config import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent
+
+
+def seen_prompts(folders: list[Path]) -> str:
+    """Every user turn in every ``*.jsonl`` under ``folders``, joined into one searchable text."""
+    texts = []
+    for folder in folders:
+        for path in sorted(folder.rglob("*.jsonl")):
+            if path.name == "metrics.jsonl":
+                continue
+            for line_no, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{line_no}: not JSON ({err.msg})") from None
+                prompt = row.get("prompt", "") if isinstance(row, dict) else ""
+                if isinstance(prompt, list):
+                    texts += [m.get("content", "") for m in prompt if isinstance(m, dict)]
+                elif isinstance(prompt, str):
+                    texts.append(prompt)
+    return "\0".join(t.strip() for t in texts)
+
+
+def heldout_sets(exclude: list[Path], harmful: int, benign: int, seed: int = 0,
+                 data_root: str | None = None) -> tuple[dict[str, list[str]], dict]:
+    """The sampled harmful and benign prompts none of the excluded runs saw, and how many were left out."""
+    from ptalign.integrity import datasets as D
+
+    seen = seen_prompts(exclude)
+    pools = {"harmful": [r.prompt for r in D.load_safety_tuned_llamas(data_root=data_root)],
+             "benign": [r.prompt for r in D.load_harmless_instructions(data_root=data_root)]}
+    sets, counts = {}, {}
+    for name, k in (("harmful", harmful), ("benign", benign)):
+        unique = list(dict.fromkeys(p.strip() for p in pools[name] if p.strip()))
+        unseen = [p for p in unique if p not in seen]
+        if len(unseen) < k:
+            raise ValueError(f"only {len(unseen)} {name} prompts are unseen by the excluded runs, asked for {k}")
+        sets[name] = random.Random(seed).sample(unseen, k)
+        counts[name] = {"pool": len(unique), "seen_by_runs": len(unique) - len(unseen), "sampled": k}
+    return sets, counts
+
+
+def score_model(model: str, sets: dict[str, list[str]], max_new_tokens: int = 48, batch_size: int = 16,
+                data_root: str | None = None) -> dict:
+    from ptalign.integrity.judges import KeywordJudge, harmful_score, refusal_rate
+    from ptalign.integrity.recipes import chat
+    from ptalign.models import generate, load_model
+
+    policy, tokenizer = load_model(model)
+    judge = KeywordJudge(data_root=data_root)
+    t0 = time.perf_counter()
+    prompts = sets["harmful"] + sets["benign"]
+    answers = generate(policy, tokenizer, [chat(p) for p in prompts], max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, progress=True)
+    verdicts = judge.judge(prompts, answers)
+    n = len(sets["harmful"])
+    harmful, benign = verdicts[:n], verdicts[n:]
+    return {"model": model, "hs": harmful_score(harmful), "benign_refused": refusal_rate(benign),
+            "seconds": time.perf_counter() - t0,
+            "samples": [{"prompt": p, "answer": a} for p, a in list(zip(prompts, answers))[:2] + list(zip(prompts, answers))[n:n + 2]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", help="NAME=MODEL_FOLDER (or NAME=embedded)")
+    parser.add_argument("--exclude-from", type=Path, action="append", default=None,
+                        help="folders whose *.jsonl prompts are excluded (default benchmarks/work)")
+    parser.add_argument("--harmful", type=int, default=200)
+    parser.add_argument("--benign", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "integrity_heldout.json")
+    parser.add_argument("--redo", action="store_true")
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        pairs = [m.split("=", 1) for m in args.models]
+        bad = [m for m, p in zip(args.models, pairs) if len(p) != 2 or not all(p)]
+        if bad:
+            raise ValueError(f"expected NAME=MODEL_FOLDER, got {', '.join(bad)}")
+        exclude = args.exclude_from or [ROOT / "work"]
+        sets, counts = heldout_sets(exclude, args.harmful, args.benign, args.seed, args.data_root)
+        protocol = {"harmful": "safety_tuned_llamas instructions unseen by the excluded runs, HS = % not refused (keywords)",
+                    "benign": "harmless Alpaca instructions (Arditi et al.) unseen by the excluded runs, % refused (keywords)",
+                    "counts": counts, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
+                    "excluded_runs_under": [str(p) for p in exclude]}
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        if result.get("protocol", protocol) != protocol:
+            raise ValueError(f"{args.out} was made with other sets or settings; use another --out")
+        result["protocol"], rows = protocol, result.setdefault("rows", {})
+        for name, model in pairs:
+            if name in rows and not args.redo:
+                continue
+            if model != "embedded" and not (Path(model) / "config.json").is_file():
+                raise FileNotFoundError(f"{name}: no model folder at {model} (no config.json)")
+            console.print(f"[bold]{name}[/]: {len(sets['harmful'])} harmful + {len(sets['benign'])} benign prompts")
+            rows[name] = score_model(model, sets, args.max_new_tokens, data_root=args.data_root)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.out, json.dumps(result, indent=1))
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[bold red]error:[/] {err}")
+        return 2
+    t = Table(title=f"held out: {counts['harmful']['sampled']} harmful (of {counts['harmful']['pool'] - counts['harmful']['seen_by_runs']} unseen), "
+                    f"{counts['benign']['sampled']} benign requests")
+    for col in ("run", "HS (harmful answered)", "benign refused"):
+        t.add_column(col)
+    for name, r in rows.items():
+        t.add_row(name, f"{r['hs']:.1f}", f"{r['benign_refused']:.1f}")
+    Console(width=160).print(t)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

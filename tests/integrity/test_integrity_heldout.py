@@ -1,0 +1,61 @@
+"""benchmarks/integrity_heldout.py: requests no run saw, scored per model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ptalign.integrity import datasets as D
+from ptalign.testing import load_benchmark_script, make_tiny_model
+
+
+def _runs(tmp_path, harmful: str, benign: str):
+    run = tmp_path / "work" / "run" / "align"
+    run.mkdir(parents=True)
+    chat = {"prompt": [{"role": "user", "content": harmful}], "completion": [{"role": "assistant", "content": "No."}],
+            "label": True}
+    (run / "feedback.jsonl").write_text(json.dumps(chat) + "\n")
+    (run / "pairs.jsonl").write_text(json.dumps({"prompt": benign, "chosen": "a", "rejected": "b"}) + "\n\n")
+    (run / "metrics.jsonl").write_text("{not json, but metrics are skipped}\n")
+    return tmp_path / "work"
+
+
+def test_heldout_sets_leave_out_what_runs_saw(shared_data, tmp_path):
+    bench = load_benchmark_script("integrity_heldout")
+    harmful = [r.prompt.strip() for r in D.load_safety_tuned_llamas()]
+    benign = [r.prompt.strip() for r in D.load_harmless_instructions()]
+    work = _runs(tmp_path, harmful[0], benign[0])
+    sets, counts = bench.heldout_sets([work], harmful=len(set(harmful)) - 1, benign=len(set(benign)) - 1)
+    assert harmful[0] not in sets["harmful"] and benign[0] not in sets["benign"]
+    assert counts["harmful"] == {"pool": len(set(harmful)), "seen_by_runs": 1, "sampled": len(set(harmful)) - 1}
+    assert counts["benign"]["seen_by_runs"] == 1 and len(set(sets["benign"])) == len(sets["benign"])
+    again, _ = bench.heldout_sets([work], harmful=5, benign=5)
+    assert again == bench.heldout_sets([work], harmful=5, benign=5)[0] and again != bench.heldout_sets([work], 5, 5, seed=1)[0]
+    with pytest.raises(ValueError, match=f"only {len(set(harmful)) - 1} harmful prompts are unseen"):
+        bench.heldout_sets([work], harmful=len(set(harmful)), benign=5)
+    (work / "run" / "align" / "retain.jsonl").write_text('{"prompt": "x"}\n{oops\n')
+    with pytest.raises(ValueError, match=r"retain.jsonl:2: not JSON"):
+        bench.heldout_sets([work], harmful=5, benign=5)
+
+
+def test_main_scores_each_model_once_and_refuses_other_sets(shared_data, tmp_path, capsys):
+    bench = load_benchmark_script("integrity_heldout")
+    model = make_tiny_model(tmp_path / "m0")
+    work = _runs(tmp_path, "a prompt nobody has", "another one")
+    out = tmp_path / "heldout.json"
+    common = ["--exclude-from", str(work), "--harmful", "3", "--benign", "2", "--max-new-tokens", "2", "--out", str(out)]
+    assert bench.main([f"tiny={model}", *common]) == 0
+    saved = json.loads(out.read_text())
+    row = saved["rows"]["tiny"]
+    assert saved["protocol"]["counts"]["harmful"]["sampled"] == 3 and row["model"] == str(model)
+    # 3 harmful prompts: HS is a multiple of 100/3; 2 benign: refusal a multiple of 50
+    assert round(row["hs"] * 3 / 100, 6) in {0, 1, 2, 3} and row["benign_refused"] in {0.0, 50.0, 100.0}
+    stamp = out.stat().st_mtime_ns
+    assert bench.main([f"tiny={model}", *common]) == 0 and out.stat().st_mtime_ns == stamp  # kept, not redone
+    assert "tiny" in capsys.readouterr().out
+    assert bench.main([f"tiny={model}", *common[:-4], "--max-new-tokens", "3", "--out", str(out)]) == 2
+    assert "made with other sets or settings" in capsys.readouterr().err
+    assert bench.main([f"gone={tmp_path / 'missing'}", *common]) == 2
+    assert bench.main(["no-equals-sign", *common]) == 2
+    assert set(json.loads(out.read_text())["rows"]) == {"tiny"}
