@@ -150,9 +150,10 @@ def parents(soup: dict, rows: list[dict]) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path, goal: tuple[float, float] = (10.0, 5.0)) -> Path | None:
-    """Worst HS after the two attacks against over-refusal, one labelled point per row: single runs
-    as dots, soups as stars joined to those of their parents that are rows too; a red edge marks
-    an FA below the goal, the goal corner is shaded. None without matplotlib."""
+    """Worst HS after the two attacks against over-refusal, one numbered point per row (a key beside
+    the axes names them): single runs as dots, soups as stars joined to those of their parents that
+    are rows too; a red edge marks an FA below the goal, the goal corner is shaded. None without
+    matplotlib."""
     from ptalign.integrity.report import pyplot, save_figure
 
     plt = pyplot()
@@ -160,29 +161,32 @@ def plot(rows: list[dict], path: Path, goal: tuple[float, float] = (10.0, 5.0)) 
         return None
 
     xy = {r["name"]: (r["before"]["over_refusal"], max(r[f"after_{k}"]["hs"] for k in ATTACKS)) for r in rows}
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = plt.subplots(figsize=(9.6, 4.8))
     ax.fill_between([0, goal[0]], 0, goal[1], color="tab:green", alpha=0.2, label="goal (FA too)")
-    top_x = max([goal[0], *(x for x, _ in xy.values())]) * 1.25 + 1
+    top_x = max([goal[0], *(x for x, _ in xy.values())]) * 1.15 + 1
     top_y = max([goal[1], *(y for _, y in xy.values())]) * 1.25 + 1
     placed: list[tuple[float, float]] = []
-    for r in rows:
+    key = []
+    for number, r in enumerate(rows, 1):
         x, y = xy[r["name"]]
-        # labels of nearby points (in axis fractions) step down so that they do not overlap
-        near = sum(abs(x - px) < 0.25 * top_x and abs(y - py) < 0.06 * top_y for px, py in placed)
+        # points are numbered (the key beside the axes names them); numbers of nearby points take turns around them
+        near = sum(abs(x - px) < 0.04 * top_x and abs(y - py) < 0.05 * top_y for px, py in placed)
         placed.append((x, y))
         soup = "soup_of" in r
         for parent in parents(r, rows) if soup else []:
-            ax.plot(*zip(xy[parent["name"]], (x, y)), color="0.6", lw=0.8, ls="--", zorder=1)
+            ax.plot(*zip(xy[parent["name"]], (x, y)), color="0.7", lw=0.7, ls="--", zorder=1)
         fa_ok = r["goal"]["fa_within_1_of_undefended"]
         ax.scatter([x], [y], s=110 if soup else 40, marker="*" if soup else "o", zorder=2,
                    color="tab:orange" if soup else "tab:blue", edgecolors="0" if fa_ok else "tab:red", linewidths=1.2)
-        ax.annotate(f"{r['name']} (FA {r['fa_dev']:.1f})", (x, y), fontsize=7, xytext=(6, 3 - 10 * near),
-                    textcoords="offset points", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8}, zorder=1.5)
+        dx, dy = [(5, 4), (5, -11), (-13, 4), (-13, -11)][near % 4]
+        ax.annotate(str(number), (x, y), fontsize=8, xytext=(dx, dy), textcoords="offset points", zorder=3)
+        key.append(f"{number:>2}  {r['name']}  (FA {r['fa_dev']:.1f})")
+    fig.text(0.63, 0.88, "\n".join(key), fontsize=7.5, va="top", family="monospace")
+    fig.subplots_adjust(left=0.08, right=0.6, bottom=0.12, top=0.9)
     ax.set(xlim=(0, top_x), ylim=(0, top_y), xlabel="over-refusal of XSTest's safe prompts (%)",
            ylabel="HS after the worse attack (%)", title="whole evaluation halves: seeds (dots) and soups (stars)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
