@@ -9,14 +9,16 @@ sets that played no part in it:
 
 * harmful: safety_tuned_llamas instructions (Bianchi et al. 2023) — the source of the alignment
   feedback's refusals and on-policy harmful answers — minus every prompt that appears in any
-  ``*.jsonl`` under the ``--exclude-from`` folders (the runs' feedback, pairs, retain, simulated
-  attack and attack data); HS = % answered harmfully by the keyword judge (any answer without a
+  training file under the ``--exclude-from`` folders (the runs' ``feedback``, ``pairs``, ``retain``,
+  ``simulated_attack`` and ``attack_data`` JSONL); HS = % answered harmfully by the keyword judge (any answer without a
   refusal, the benchmarks' HS judge);
 * benign: Arditi et al.'s harmless Alpaca instructions (``refusal_direction_harmless_test.json``),
   minus the same; refusal rate = % refused (the keyword judge).
 
-Seeded samples of each; one row per NAME, added to ``--out`` as soon as it is scored (rows already
-there are kept unless ``--redo``). Prints the table.
+Seeded samples of each, answered greedily; one row per NAME, added to ``--out`` as soon as it is
+scored (rows already there are kept unless ``--redo``), every answer with its verdicts in
+``--answers-dir``/NAME.jsonl (default ``benchmarks/work/integrity_heldout_answers``: answers to harmful
+requests are not committed). Prints the table.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ from ptalign.config import atomic_write_text
 ROOT = Path(__file__).resolve().parent
 
 
+TRAINING_FILES = ("feedback.jsonl", "pairs.jsonl", "retain.jsonl", "simulated_attack.jsonl", "attack_data.jsonl")
+
+
 def seen_prompts(folders: list[Path]) -> str:
-    """Every user turn in every ``*.jsonl`` under ``folders``, joined into one searchable text."""
+    """Every user turn of every training file (``TRAINING_FILES``) under ``folders``, joined into one searchable text."""
     texts = []
     for folder in folders:
-        for path in sorted(folder.rglob("*.jsonl")):
-            if path.name == "metrics.jsonl":
-                continue
+        for path in sorted(p for name in TRAINING_FILES for p in folder.rglob(name)):
             for line_no, line in enumerate(path.read_text().splitlines(), 1):
                 if not line.strip():
                     continue
@@ -78,7 +81,9 @@ def heldout_sets(exclude: list[Path], harmful: int, benign: int, seed: int = 0,
 
 
 def score_model(model: str, sets: dict[str, list[str]], max_new_tokens: int = 48, batch_size: int = 16,
-                data_root: str | None = None) -> dict:
+                data_root: str | None = None, answers_to: Path | None = None) -> dict:
+    """HS and benign refusal of one model (greedy answers); every answer and verdict goes to
+    ``answers_to`` (JSONL) when given."""
     from ptalign.integrity.judges import KeywordJudge, harmful_score, refusal_rate
     from ptalign.integrity.recipes import chat
     from ptalign.models import generate, load_model
@@ -92,6 +97,11 @@ def score_model(model: str, sets: dict[str, list[str]], max_new_tokens: int = 48
     verdicts = judge.judge(prompts, answers)
     n = len(sets["harmful"])
     harmful, benign = verdicts[:n], verdicts[n:]
+    if answers_to is not None:
+        answers_to.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(answers_to, "".join(
+            json.dumps({"set": "harmful" if i < n else "benign", "prompt": p, "answer": a, "refusal": v.refusal, "harmful": v.harmful}) + "\n"
+            for i, (p, a, v) in enumerate(zip(prompts, answers, verdicts))))
     return {"model": model, "hs": harmful_score(harmful), "benign_refused": refusal_rate(benign),
             "seconds": time.perf_counter() - t0,
             "samples": [{"prompt": p, "answer": a} for p, a in list(zip(prompts, answers))[:2] + list(zip(prompts, answers))[n:n + 2]]}
@@ -108,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "integrity_heldout.json")
+    parser.add_argument("--answers-dir", type=Path, default=ROOT / "work" / "integrity_heldout_answers")
     parser.add_argument("--redo", action="store_true")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
@@ -132,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             if model != "embedded" and not (Path(model) / "config.json").is_file():
                 raise FileNotFoundError(f"{name}: no model folder at {model} (no config.json)")
             console.print(f"[bold]{name}[/]: {len(sets['harmful'])} harmful + {len(sets['benign'])} benign prompts")
-            rows[name] = score_model(model, sets, args.max_new_tokens, data_root=args.data_root)
+            rows[name] = score_model(model, sets, args.max_new_tokens, data_root=args.data_root,
+                                     answers_to=args.answers_dir / f"{name}.jsonl")
             args.out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(args.out, json.dumps(result, indent=1))
     except (ValueError, FileNotFoundError) as err:

@@ -17,7 +17,7 @@ def _runs(tmp_path, harmful: str, benign: str):
             "label": True}
     (run / "feedback.jsonl").write_text(json.dumps(chat) + "\n")
     (run / "pairs.jsonl").write_text(json.dumps({"prompt": benign, "chosen": "a", "rejected": "b"}) + "\n\n")
-    (run / "metrics.jsonl").write_text("{not json, but metrics are skipped}\n")
+    (run / "metrics.jsonl").write_text("{not json, but only training files are read}\n")
     return tmp_path / "work"
 
 
@@ -44,13 +44,17 @@ def test_main_scores_each_model_once_and_refuses_other_sets(shared_data, tmp_pat
     model = make_tiny_model(tmp_path / "m0")
     work = _runs(tmp_path, "a prompt nobody has", "another one")
     out = tmp_path / "heldout.json"
-    common = ["--exclude-from", str(work), "--harmful", "3", "--benign", "2", "--max-new-tokens", "2", "--out", str(out)]
+    common = ["--exclude-from", str(work), "--answers-dir", str(tmp_path / "answers"), "--harmful", "3", "--benign", "2", "--max-new-tokens", "2", "--out", str(out)]
     assert bench.main([f"tiny={model}", *common]) == 0
     saved = json.loads(out.read_text())
     row = saved["rows"]["tiny"]
     assert saved["protocol"]["counts"]["harmful"]["sampled"] == 3 and row["model"] == str(model)
     # 3 harmful prompts: HS is a multiple of 100/3; 2 benign: refusal a multiple of 50
     assert round(row["hs"] * 3 / 100, 6) in {0, 1, 2, 3} and row["benign_refused"] in {0.0, 50.0, 100.0}
+    answers = [json.loads(line) for line in (tmp_path / "answers" / "tiny.jsonl").read_text().splitlines()]
+    assert [a["set"] for a in answers] == ["harmful"] * 3 + ["benign"] * 2
+    assert 100 * sum(a["harmful"] for a in answers[:3]) / 3 == pytest.approx(row["hs"])
+    assert 100 * sum(a["refusal"] for a in answers[3:]) / 2 == pytest.approx(row["benign_refused"])
     stamp = out.stat().st_mtime_ns
     assert bench.main([f"tiny={model}", *common]) == 0 and out.stat().st_mtime_ns == stamp  # kept, not redone
     assert "tiny" in capsys.readouterr().out
