@@ -43,16 +43,12 @@ TRAINING_FILES = ("feedback.jsonl", "pairs.jsonl", "retain.jsonl", "simulated_at
 
 def seen_prompts(folders: list[Path]) -> str:
     """Every user turn of every training file (``TRAINING_FILES``) under ``folders``, joined into one searchable text."""
+    from ptalign.integrity.datasets import iter_jsonl
+
     texts = []
     for folder in folders:
         for path in sorted(p for name in TRAINING_FILES for p in folder.rglob(name)):
-            for line_no, line in enumerate(path.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_no}: not JSON ({err.msg})") from None
+            for _, row in iter_jsonl(path):
                 prompt = row.get("prompt", "") if isinstance(row, dict) else ""
                 if isinstance(prompt, list):
                     texts += [m.get("content", "") for m in prompt if isinstance(m, dict)]

@@ -35,7 +35,7 @@ def test_heldout_sets_leave_out_what_runs_saw(shared_data, tmp_path):
     with pytest.raises(ValueError, match=f"only {len(set(harmful)) - 1} harmful prompts are unseen"):
         bench.heldout_sets([work], harmful=len(set(harmful)), benign=5)
     (work / "run" / "align" / "retain.jsonl").write_text('{"prompt": "x"}\n{oops\n')
-    with pytest.raises(ValueError, match=r"retain.jsonl:2: not JSON"):
+    with pytest.raises(ValueError, match=r"retain.jsonl:2: invalid JSON"):
         bench.heldout_sets([work], harmful=5, benign=5)
 
 
