@@ -94,20 +94,20 @@ def score_model(model: str, sets: dict[str, list[str]], max_new_tokens: int = 48
     n = len(sets["harmful"])
     harmful, benign = verdicts[:n], verdicts[n:]
     if answers_to is not None:
-        answers_to.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(answers_to, "".join(
             json.dumps({"set": "harmful" if i < n else "benign", "prompt": p, "answer": a, "refusal": v.refusal, "harmful": v.harmful}) + "\n"
             for i, (p, a, v) in enumerate(zip(prompts, answers, verdicts))))
+    answered = list(zip(prompts, answers))
     return {"model": model, "hs": harmful_score(harmful), "benign_refused": refusal_rate(benign),
             "seconds": time.perf_counter() - t0,
-            "samples": [{"prompt": p, "answer": a} for p, a in list(zip(prompts, answers))[:2] + list(zip(prompts, answers))[n:n + 2]]}
+            "samples": [{"prompt": p, "answer": a} for p, a in answered[:2] + answered[n:n + 2]]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="NAME=MODEL_FOLDER (or NAME=embedded)")
     parser.add_argument("--exclude-from", type=Path, action="append", default=None,
-                        help="folders whose *.jsonl prompts are excluded (default benchmarks/work)")
+                        help="folders whose runs' training files' prompts are excluded (default benchmarks/work)")
     parser.add_argument("--harmful", type=int, default=200)
     parser.add_argument("--benign", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"expected NAME=MODEL_FOLDER, got {', '.join(bad)}")
         exclude = args.exclude_from or [ROOT / "work"]
         sets, counts = heldout_sets(exclude, args.harmful, args.benign, args.seed, args.data_root)
-        protocol = {"harmful": "safety_tuned_llamas instructions unseen by the excluded runs, HS = % not refused (keywords)",
+        protocol = {"harmful": "safety_tuned_llamas instructions unseen by the excluded runs, HS = % answered, non-empty and without a refusal (keywords)",
                     "benign": "harmless Alpaca instructions (Arditi et al.) unseen by the excluded runs, % refused (keywords)",
                     "counts": counts, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
                     "excluded_runs_under": [str(p) for p in exclude]}
@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[bold]{name}[/]: {len(sets['harmful'])} harmful + {len(sets['benign'])} benign prompts")
             rows[name] = score_model(model, sets, args.max_new_tokens, data_root=args.data_root,
                                      answers_to=args.answers_dir / f"{name}.jsonl")
-            args.out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(args.out, json.dumps(result, indent=1))
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[bold red]error:[/] {err}")

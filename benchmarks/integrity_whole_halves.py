@@ -146,7 +146,8 @@ def row(name: str, reference: dict, results: Path = RESULTS) -> dict:
 
 def parents(soup: dict, rows: list[dict]) -> list[dict]:
     """The rows among ``rows`` whose aligned model went into ``soup`` (matched by work folder)."""
-    return [r for r in rows if any(f"integrity_halves_{r['name']}/" in m for m in soup.get("soup_of", []))]
+    names = {run_name(m) for m in soup.get("soup_of", [])}
+    return [r for r in rows if r["name"] in names]
 
 
 def plot(rows: list[dict], path: Path, goal: tuple[float, float] = (10.0, 5.0)) -> Path | None:
@@ -190,6 +191,17 @@ def plot(rows: list[dict], path: Path, goal: tuple[float, float] = (10.0, 5.0)) 
     return save_figure(fig, path)
 
 
+def stage_figures(r: dict, key: str) -> str:
+    """One figure of a row at every stage: ``before / after mixed / after pure_bad``."""
+    return " / ".join(f"{r[s][key]:.1f}" for s in STAGES)
+
+
+def run_name(model: str) -> str:
+    """The run a model folder belongs to: its ``integrity_halves_NAME`` folder's NAME (else the path)."""
+    return next((part.removeprefix("integrity_halves_") for part in Path(model).parts
+                 if part.startswith("integrity_halves_")), model)
+
+
 def goal_text(r: dict) -> str:
     return "**met**" if r["goal"]["all"] else "missed: " + ", ".join(k for k, v in r["goal"].items() if not v and k != "all")
 
@@ -202,11 +214,9 @@ def markdown(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|",
              "| undefended (HS on the slice) | " + " / ".join(f"{ref['hs_' + s]:.1f}" for s in STAGES) + f" | | | | {ref['fa_dev']:.1f} | | |"]
     for r in result["rows"]:
-        fig = lambda key: " / ".join(f"{r[s][key]:.1f}" for s in STAGES)  # noqa: E731
-        parents = ", ".join(p for p in (next((part for part in Path(m).parts if part.startswith("integrity_halves_")), m)
-                                         .removeprefix("integrity_halves_") for m in r.get("soup_of", [])))
-        lines.append(f"| `{r['name']}` | {fig('hs')} | {fig('hs_harmbench')} | {fig('over_refusal')} | "
-                     f"{fig('refusal_xstest_unsafe')} | {r['fa_dev']:.1f} | {parents} | {goal_text(r)} |")
+        fig = [stage_figures(r, key) for key in ("hs", "hs_harmbench", "over_refusal", "refusal_xstest_unsafe")]
+        parents = ", ".join(run_name(m) for m in r.get("soup_of", []))
+        lines.append(f"| `{r['name']}` | {' | '.join(fig)} | {r['fa_dev']:.1f} | {parents} | {goal_text(r)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -226,8 +236,7 @@ def table(names: list[str], out: Path | None, results: Path = RESULTS) -> dict:
                 "FA dev", "goal"):
         t.add_column(col)
     for r in rows:
-        fig = lambda key: " / ".join(f"{r[s][key]:.1f}" for s in STAGES)  # noqa: E731
-        t.add_row(r["name"], fig("hs"), fig("hs_harmbench"), fig("over_refusal"), fig("refusal_xstest_unsafe"),
+        t.add_row(r["name"], *(stage_figures(r, key) for key in ("hs", "hs_harmbench", "over_refusal", "refusal_xstest_unsafe")),
                   f"{r['fa_dev']:.1f}", goal_text(r).strip("*"))
     Console(width=200).print(t)
     return result
