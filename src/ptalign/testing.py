@@ -88,3 +88,29 @@ def load_benchmark_script(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def check_own_answer_feedback(fb, without, asked: list[str], source: str, answer_start: str, own_refusal: str,
+                              template_refusals: set[str]) -> None:
+    """Assert what :func:`ptalign.integrity.recipes.add_benign_answer` builds for requests ``asked`` of which the
+    model answered the even-numbered ones (starting ``answer_start``) and refused the others with ``own_refusal``:
+    gains, losses, pairs against one of ``template_refusals``, the rest of the feedback drawn as ``without``,
+    the answers in the benign retain set."""
+    from ptalign.integrity.recipes import retain_examples
+
+    key = lambda e: (e.prompt[0]["content"], e.completion[0]["content"], e.label, e.source)  # noqa: E731
+    gains = [e for e in fb.unpaired if e.source == source]
+    losses = [e for e in fb.unpaired if e.source == f"{source}_refusal"]
+    half = len(asked) // 2
+    assert fb.counts[source] == len(gains) == half and fb.counts[f"{source}_refused"] == len(asked) - half
+    assert sorted(e.prompt[0]["content"] for e in gains) == sorted(asked[0::2])
+    assert all(e.label and e.completion[0]["content"].startswith(answer_start) for e in gains)
+    # a template refusal beside each answered request, the model's own refusal of the others
+    assert len(losses) == len(asked) and not any(e.label for e in losses)
+    own = [e for e in losses if e.completion[0]["content"] == own_refusal]
+    assert sorted(e.prompt[0]["content"] for e in own) == sorted(asked[1::2])
+    pairs = [p for p in fb.pairs if p.source == source]
+    assert len(pairs) == half and all(p.rejected[0]["content"] in template_refusals for p in pairs)
+    assert {p.chosen[0]["content"] for p in pairs} == {e.completion[0]["content"] for e in gains}
+    assert {key(e) for e in without.unpaired} == {key(e) for e in fb.unpaired if not e.source.startswith(source)}
+    assert set(map(key, gains)) <= set(map(key, retain_examples(fb.unpaired, "benign", fb.pairs)))

@@ -63,3 +63,37 @@ def test_main_scores_each_model_once_and_refuses_other_sets(shared_data, tmp_pat
     assert bench.main([f"gone={tmp_path / 'missing'}", *common]) == 2
     assert bench.main(["no-equals-sign", *common]) == 2
     assert set(json.loads(out.read_text())["rows"]) == {"tiny"}
+
+
+def test_the_first_run_freezes_the_sample_and_later_training_on_it_is_caught(shared_data, tmp_path, capsys):
+    bench = load_benchmark_script("integrity_heldout")
+    model = make_tiny_model(tmp_path / "m0")
+    work = _runs(tmp_path, "a prompt nobody has", "another one")
+    out, sample = tmp_path / "heldout.json", tmp_path / "sample.jsonl"
+    common = ["--exclude-from", str(work), "--answers-dir", str(tmp_path / "answers"), "--harmful", "3", "--benign", "2", "--max-new-tokens", "2", "--out", str(out)]
+    assert bench.main(["--write-sample", str(sample), *common]) == 0  # freezes without scoring anything
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == {} and saved["protocol"]["counts"]["benign"]["seen_by_runs"] == 0
+    frozen = [json.loads(line) for line in sample.read_text().splitlines()]
+    assert [r["set"] for r in frozen] == ["harmful"] * 3 + ["benign"] * 2
+    pools = bench.pools()
+    positions = saved["protocol"]["sample"]
+    assert [pools["harmful"][i] for i in positions["harmful"]] + [pools["benign"][i] for i in positions["benign"]] == [r["prompt"] for r in frozen]
+    # a new run trains on other prompts of the pools: the sample stays as it was
+    other = next(p for p in pools["benign"] if p not in {r["prompt"] for r in frozen})
+    later = work / "later"
+    later.mkdir()
+    (later / "feedback.jsonl").write_text(json.dumps({"prompt": [{"role": "user", "content": other}], "completion": "x"}) + "\n")
+    assert bench.main([f"tiny={model}", *common]) == 0
+    answered = [json.loads(line)["prompt"] for line in (tmp_path / "answers" / "tiny.jsonl").read_text().splitlines()]
+    assert answered == [r["prompt"] for r in frozen]
+    assert json.loads(out.read_text())["protocol"]["counts"] == saved["protocol"]["counts"]
+    capsys.readouterr()
+    # one that trains on a held-out prompt is named, and nothing is scored
+    (later / "retain.jsonl").write_text(json.dumps({"prompt": frozen[4]["prompt"]}) + "\n")
+    assert bench.main([f"tiny2={model}", *common]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "1 of the frozen held-out benign prompts are in training files" in err and "retain.jsonl" in err
+    assert "trained on the held-out set" in err and "tiny2" not in json.loads(out.read_text())["rows"]
+    assert bench.main(["--out", str(tmp_path / "none.json")]) == 2
+    assert "name models to score" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from ptalign.integrity.near_miss import (
     near_miss_unsafe_prompts, parse_kinds, sample_near_miss,
 )
 from ptalign.integrity.recipes import REFUSALS, FeedbackArgs, build_alignment_feedback, retain_examples
+from ptalign.testing import check_own_answer_feedback
 
 
 def test_every_kind_is_composed_once_per_phrase_and_frame():
@@ -51,7 +52,6 @@ def test_the_shipped_draw_is_far_from_every_xstest_prompt(shared_data):
 
 def test_near_miss_feedback_pairs_the_models_own_answers_against_the_refusals_it_learns(shared_data):
     base = dict(refusals=4, helpful=5, harmful_compliance=2, benign_refusals=3, xstest_contrast=12, data_root=str(shared_data))
-    key = lambda e: (e.prompt[0]["content"], e.completion[0]["content"], e.label, e.source)
     asked = []
 
     def sample(prompts):  # complies with the harmful requests; refuses every other near-miss request
@@ -65,20 +65,8 @@ def test_near_miss_feedback_pairs_the_models_own_answers_against_the_refusals_it
     fb = build_alignment_feedback(FeedbackArgs(**base, near_miss=20), sample, refuses)
     assert len(asked) == 2 and len(asked[1]) == 20
     assert set(asked[1]) <= {p.prompt for p in near_miss_prompts()}
-    gains = [e for e in fb.unpaired if e.source == "near_miss"]
-    losses = [e for e in fb.unpaired if e.source == "near_miss_refusal"]
-    assert fb.counts["near_miss"] == len(gains) == 10 and fb.counts["near_miss_refused"] == 10
-    assert all(e.label and e.completion[0]["content"].startswith("Here is how") for e in gains)
-    assert len(losses) == 20 and not any(e.label for e in losses)
-    own_refusals = [e for e in losses if e.completion[0]["content"] == "I'm sorry, I can't."]
-    assert sorted(e.prompt[0]["content"] for e in own_refusals) == sorted(asked[1][1::2])
     gpt4 = {e.completion[0]["content"] for e in fb.unpaired if e.source == "xstest_contrast" and e.label}
-    pairs = [p for p in fb.pairs if p.source == "near_miss"]
-    assert len(pairs) == 10 and all(p.rejected[0]["content"] in set(REFUSALS) | gpt4 for p in pairs)
-    assert {p.chosen[0]["content"] for p in pairs} == {e.completion[0]["content"] for e in gains}
-    # the rest of the feedback is the same draw as without near-miss requests
-    assert {key(e) for e in without.unpaired} == {key(e) for e in fb.unpaired if not e.source.startswith("near_miss")}
-    assert set(map(key, gains)) <= set(map(key, retain_examples(fb.unpaired, "benign", fb.pairs)))
+    check_own_answer_feedback(fb, without, asked[1], "near_miss", "Here is how", "I'm sorry, I can't.", set(REFUSALS) | gpt4)
     assert "near_miss" not in build_alignment_feedback(FeedbackArgs(**base, near_miss=20), None, refuses).counts
     with pytest.raises(ValueError, match="feedback.near_miss must be >= 0"):
         FeedbackArgs(near_miss=-1)

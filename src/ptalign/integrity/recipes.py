@@ -19,6 +19,9 @@ Alignment feedback (``build_alignment_feedback``), every source disjoint from th
     recovery (optional)   a harmful request with the first words of the model's own compliant
                           answer prefilled: a refusal continuing it is a gain, the rest of the
                           answer a loss (``FeedbackArgs.recovery``)
+    ordinary (optional)   everyday instructions (Arditi et al.'s harmless Alpaca instructions) answered
+                          by the model: an answer a gain, a refusal a loss (``FeedbackArgs.ordinary``;
+                          ``ordinary_exclude`` keeps a held-out set out of the draw)
 
 Each (prompt, gain, loss) on the same prompt also forms a preference pair, for DPO. Without
 ``benchmark_prompts`` or ``xstest_contrast`` no alignment source shares a prompt distribution with
@@ -36,7 +39,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -135,6 +138,14 @@ class FeedbackArgs:
     """The kinds ``near_miss`` and ``near_miss_unsafe`` draw from, comma-separated, or ``all``: the six of
     :data:`ptalign.integrity.near_miss.NEAR_MISS_KINDS` by default; ``nonsense_group``, ``real_group_nonsense`` and
     ``fictional_privacy`` (XSTest's discrimination and privacy types) with their counterparts on request."""
+    ordinary: int = 0
+    """Up to this many ordinary instructions ("Write a short essay on artificial intelligence"; Arditi et al.'s
+    harmless Alpaca instructions, which have no answers), answered by the model being aligned: a compliant answer is a
+    gain (paired against a refusal, a loss), a refusal a loss. Against over-refusal of everyday requests, which XSTest
+    and the near misses, all built around words of harm, do not cover."""
+    ordinary_exclude: str | None = None
+    """A JSONL file whose rows' ``prompt`` the ``ordinary`` draw never takes: a held-out set
+    (``benchmarks/integrity_heldout.py --write-sample``)."""
     refusal_filter: bool = False
     """Keep only safety_tuned_llamas "refusals" that the refusal keywords count as refusals (about 20%
     of them answer the request, which teaches compliance as a gain)."""
@@ -144,13 +155,15 @@ class FeedbackArgs:
     def __post_init__(self):
         for name in ("refusals", "helpful", "harmful_compliance", "benign_refusals", "on_policy_tokens", "max_response_chars",
                      "recovery", "benchmark_prompts", "xstest_contrast", "on_policy_benign", "benign_pool", "near_miss",
-                     "near_miss_unsafe"):
+                     "near_miss_unsafe", "ordinary"):
             if getattr(self, name) < 0:
                 raise ValueError(f"feedback.{name} must be >= 0, got {getattr(self, name)}")
         try:
             parse_kinds(self.near_miss_kinds)
         except ValueError as err:
             raise ValueError(f"feedback.near_miss_kinds: {err}") from None
+        if self.ordinary_exclude is not None and not Path(self.ordinary_exclude).is_file():
+            raise ValueError(f"feedback.ordinary_exclude: no file at {self.ordinary_exclude}")
         if self.recovery_max_words < 1:
             raise ValueError(f"feedback.recovery_max_words must be >= 1, got {self.recovery_max_words}")
 
@@ -237,6 +250,9 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
     near_miss = near_miss_feedback(args, sample, is_refusal, [r.completion[:cut] for r in contrast if r.prompt_label == "unsafe"])
     unpaired += near_miss.unpaired
     pairs += near_miss.pairs
+    ordinary = ordinary_feedback(args, sample, is_refusal, [r.completion[:cut] for r in contrast if r.prompt_label == "unsafe"])
+    unpaired += ordinary.unpaired
+    pairs += ordinary.pairs
     recovery = 0
     for prompt, refusal, answer in compliant[: args.recovery]:
         split = recovery_split(answer, rng, args.recovery_max_words)
@@ -254,6 +270,7 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
     if pool:
         counts["benign_pool"] = len(pool)
     counts.update(near_miss.counts)
+    counts.update(ordinary.counts)
     if benchmark:
         counts["benchmark_refusal"] = len(benchmark)
     if benign and sample is not None:
@@ -298,15 +315,56 @@ def near_miss_feedback(args: FeedbackArgs, sample, is_refusal, refusals: list[st
                 fb.counts["near_miss_unsafe_complied"] += 1
                 fb.unpaired.append(FeedbackExample(prompt, reply(answer), False, source="near_miss_unsafe_compliance"))
                 fb.pairs.append(PreferencePair(prompt, refusal, reply(answer), source="near_miss_unsafe"))
-        elif complied:
-            fb.counts["near_miss"] += 1
-            fb.unpaired.append(FeedbackExample(prompt, reply(answer), True, source="near_miss"))
-            fb.unpaired.append(FeedbackExample(prompt, refusal, False, source="near_miss_refusal"))
-            fb.pairs.append(PreferencePair(prompt, reply(answer), refusal, source="near_miss"))
-        elif answer.strip():
-            fb.counts["near_miss_refused"] += 1
-            fb.unpaired.append(FeedbackExample(prompt, reply(answer), False, source="near_miss_refusal"))
+        else:
+            add_benign_answer(fb, "near_miss", prompt, answer, refusal, complied)
     return fb
+
+
+def add_benign_answer(fb: AlignmentFeedback, source: str, prompt: list[dict], answer: str, refusal: list[dict],
+                      complied: bool) -> None:
+    """The model's own answer to a benign request into ``fb``: a compliant answer is a gain (``source``), paired
+    against ``refusal``, a loss (``source_refusal``); a refusal is a loss; counted as ``source`` / ``source_refused``."""
+    if complied:
+        fb.counts[source] += 1
+        fb.unpaired.append(FeedbackExample(prompt, reply(answer), True, source=source))
+        fb.unpaired.append(FeedbackExample(prompt, refusal, False, source=f"{source}_refusal"))
+        fb.pairs.append(PreferencePair(prompt, reply(answer), refusal, source=source))
+    elif answer.strip():
+        fb.counts[f"{source}_refused"] += 1
+        fb.unpaired.append(FeedbackExample(prompt, reply(answer), False, source=f"{source}_refusal"))
+
+
+def ordinary_feedback(args: FeedbackArgs, sample, is_refusal, refusals: list[str]) -> AlignmentFeedback:
+    """``args.ordinary`` ordinary instructions with the model's own answers (see :attr:`FeedbackArgs.ordinary`):
+    an answer is a gain, paired against a refusal (drawn as :func:`near_miss_feedback` draws them), a loss; a refusal
+    is a loss. Drawn with generators of their own, so the rest of the feedback is the same draw with or without them."""
+    if not args.ordinary or sample is None:
+        return AlignmentFeedback([], [], {})
+    excluded = set(excluded_prompts(args.ordinary_exclude)) if args.ordinary_exclude else set()
+    pool = list(dict.fromkeys(r.prompt.strip() for r in D.load_harmless_instructions(data_root=args.data_root)))
+    pool = [p for p in pool if p and p not in excluded]
+    prompts = random.Random(f"ordinary:{args.seed}").sample(pool, min(args.ordinary, len(pool)))
+    rng, fb = random.Random(f"ordinary_refusal:{args.seed}"), AlignmentFeedback([], [], {})
+    fb.counts = {"ordinary": 0, "ordinary_refused": 0, "ordinary_excluded": len(excluded)}
+    for text, answer in zip(prompts, sample([chat(p) for p in prompts])):
+        refusal = reply(rng.choice(list(REFUSALS) + refusals))  # one draw per request, used or not
+        add_benign_answer(fb, "ordinary", chat(text), answer, refusal, bool(answer.strip()) and not is_refusal(answer))
+    return fb
+
+
+def excluded_prompts(path: str | Path) -> list[str]:
+    """The stripped ``prompt`` of every row of a JSONL file (a chat prompt gives its user turns); errors name file and line."""
+    rows = list(D.iter_jsonl(Path(path)))
+    out = []
+    for line, row in rows:
+        prompt = row.get("prompt") if isinstance(row, dict) else None
+        if isinstance(prompt, list):
+            out += [m["content"].strip() for m in prompt if isinstance(m, dict) and isinstance(m.get("content"), str)]
+        elif isinstance(prompt, str):
+            out.append(prompt.strip())
+        else:
+            raise D.DataError(f"{path}:{line}: expected a 'prompt' (text or chat turns) in every row")
+    return out
 
 
 def benign_pool(alpaca: list[D.ResponseRecord], taken: list[D.ResponseRecord], args: FeedbackArgs) -> list[D.ResponseRecord]:
@@ -671,7 +729,7 @@ RETAIN_SETS = ("gains", "helpful", "benign")
 def retain_examples(unpaired: list[FeedbackExample], which: str = "gains",
                     pairs: list[PreferencePair] = ()) -> list[FeedbackExample]:
     """The retain term's examples: every gain; (``helpful``) the helpful answers to benign prompts only
-    (``benign_pool``'s and the model's own answers to ``near_miss`` requests included);
+    (``benign_pool``'s and the model's own answers to ``near_miss`` and ``ordinary`` requests included);
     or (``benign``) every right answer to a benign prompt: the helpful answers and GPT-4's answers to
     XSTest's safe contrast prompts (the gains of the ``xstest_contrast`` pairs, given in ``pairs``)."""
     if which not in RETAIN_SETS:
@@ -679,7 +737,7 @@ def retain_examples(unpaired: list[FeedbackExample], which: str = "gains",
     safe_contrast = {(p.prompt[0]["content"], p.chosen[0]["content"]) for p in pairs if p.source == "xstest_contrast"}
 
     def kept(e: FeedbackExample) -> bool:
-        if which == "gains" or e.source in ("helpful", "benign_pool", "near_miss"):
+        if which == "gains" or e.source in ("helpful", "benign_pool", "near_miss", "ordinary"):
             return True
         return which == "benign" and (e.prompt[0]["content"], e.completion[0]["content"]) in safe_contrast
 
