@@ -44,8 +44,9 @@ def test_ordinary_exclude_keeps_a_held_out_set_out_of_the_draw(shared_data, tmp_
     exclude = tmp_path / "sample.jsonl"
     exclude.write_text("".join(json.dumps({"set": "benign", "prompt": p}) + "\n" for p in held[:5])
                        + json.dumps({"prompt": [{"role": "user", "content": held[5]}]}) + "\n\n"
-                       + json.dumps({"set": "benign", "prompt": f"  {held[6]}\n"}) + "\n")
-    assert excluded_prompts(exclude) == held
+                       + json.dumps({"set": "benign", "prompt": f"  {held[6]}\n"}) + "\n"
+                       + json.dumps({"set": "harmful", "prompt": "In no pool"}) + "\n")
+    assert excluded_prompts(exclude) == held + ["In no pool"]
     asked = []
 
     def sample(prompts):

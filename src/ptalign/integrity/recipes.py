@@ -341,11 +341,11 @@ def ordinary_feedback(args: FeedbackArgs, sample, is_refusal, refusals: list[str
     if not args.ordinary or sample is None:
         return AlignmentFeedback([], [], {})
     excluded = set(excluded_prompts(args.ordinary_exclude)) if args.ordinary_exclude else set()
-    pool = list(dict.fromkeys(r.prompt.strip() for r in D.load_harmless_instructions(data_root=args.data_root)))
-    pool = [p for p in pool if p and p not in excluded]
+    every = [p for p in dict.fromkeys(r.prompt.strip() for r in D.load_harmless_instructions(data_root=args.data_root)) if p]
+    pool = [p for p in every if p not in excluded]
     prompts = random.Random(f"ordinary:{args.seed}").sample(pool, min(args.ordinary, len(pool)))
     rng, fb = random.Random(f"ordinary_refusal:{args.seed}"), AlignmentFeedback([], [], {})
-    fb.counts = {"ordinary": 0, "ordinary_refused": 0, "ordinary_excluded": len(excluded)}
+    fb.counts = {"ordinary": 0, "ordinary_refused": 0, "ordinary_excluded": len(every) - len(pool)}
     for text, answer in zip(prompts, sample([chat(p) for p in prompts])):
         refusal = reply(rng.choice(list(REFUSALS) + refusals))  # one draw per request, used or not
         add_benign_answer(fb, "ordinary", chat(text), answer, refusal, bool(answer.strip()) and not is_refusal(answer))
