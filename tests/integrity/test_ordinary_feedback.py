@@ -64,15 +64,20 @@ def test_ordinary_exclude_keeps_a_held_out_set_out_of_the_draw(shared_data, tmp_
     assert first(0) == first(0) != first(1)
 
 
-def test_ordinary_exclude_errors_name_the_file(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ('{"prompt": "fine"}\n{"set": "benign"}\n', r"bad.jsonl:2: expected a 'prompt'"),
+    ('{"prompt": "fine"}\n{oops\n', r"bad.jsonl:2: invalid JSON"),
+    ('{"prompt": "fine"}\n\n{"prompt": 3}\n', r"bad.jsonl:3: expected a 'prompt'"),
+])
+def test_a_bad_exclusion_file_names_file_and_line(tmp_path, text, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(text)
+    with pytest.raises(D.DataError, match=message):
+        excluded_prompts(bad)
+
+
+def test_ordinary_settings_are_checked(tmp_path):
     with pytest.raises(ValueError, match="feedback.ordinary_exclude: no file at .*missing.jsonl"):
         FeedbackArgs(ordinary=5, ordinary_exclude=str(tmp_path / "missing.jsonl"))
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "fine"}\n{"set": "benign"}\n')
-    with pytest.raises(D.DataError, match=r"bad.jsonl:2: expected a 'prompt'"):
-        excluded_prompts(bad)
-    bad.write_text('{"prompt": "fine"}\n{oops\n')
-    with pytest.raises(D.DataError, match=r"bad.jsonl:2: invalid JSON"):
-        excluded_prompts(bad)
     with pytest.raises(ValueError, match="feedback.ordinary must be >= 0"):
         FeedbackArgs(ordinary=-1)
