@@ -35,6 +35,7 @@ that did is named and the script stops). New runs may train on the rest of the p
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
@@ -52,24 +53,16 @@ ROOT = Path(__file__).resolve().parent
 TRAINING_FILES = ("feedback.jsonl", "pairs.jsonl", "retain.jsonl", "simulated_attack.jsonl", "attack_data.jsonl")
 
 
-def seen_prompts_of(path: Path) -> list[str]:
-    """The user turns of one training file."""
-    from ptalign.integrity.datasets import iter_jsonl
-
-    texts = []
-    for _, row in iter_jsonl(path):
-        prompt = row.get("prompt", "") if isinstance(row, dict) else ""
-        if isinstance(prompt, list):
-            texts += [m.get("content", "") for m in prompt if isinstance(m, dict)]
-        elif isinstance(prompt, str):
-            texts.append(prompt)
-    return [t.strip() for t in texts]
+def training_files(folders: list[Path]) -> list[Path]:
+    """The training files (``TRAINING_FILES``) under ``folders``."""
+    return [path for folder in folders for path in sorted(p for name in TRAINING_FILES for p in folder.rglob(name))]
 
 
 def seen_prompts(folders: list[Path]) -> str:
-    """Every user turn of every training file (``TRAINING_FILES``) under ``folders``, joined into one searchable text."""
-    return "\0".join(t for folder in folders for path in sorted(p for name in TRAINING_FILES for p in folder.rglob(name))
-                      for t in seen_prompts_of(path))
+    """Every user turn of every training file under ``folders``, joined into one searchable text."""
+    from ptalign.integrity.datasets import jsonl_prompts
+
+    return "\0".join(t for path in training_files(folders) for t in jsonl_prompts(path, required=False))
 
 
 SETS = {
@@ -80,8 +73,10 @@ SETS = {
 """Each held-out set: (its protocol line, the row's figure)."""
 
 
+@functools.lru_cache(maxsize=4)
 def pools(data_root: str | None = None) -> dict[str, list[str]]:
-    """The deduplicated, stripped prompt pool of each set, in file order (what sample positions index)."""
+    """The deduplicated, stripped prompt pool of each set, in file order (what sample positions index);
+    read once per data root (drawing, positions and the frozen sets all index it). Not to be modified."""
     from ptalign.integrity import datasets as D
 
     raw = {"harmful": [r.prompt for r in D.load_safety_tuned_llamas(data_root=data_root)],
@@ -128,11 +123,9 @@ def frozen_sets(positions: dict[str, list[int]], exclude: list[Path], data_root:
 
 def trained_on(prompt: str, folders: list[Path]) -> str:
     """The first training file under ``folders`` whose prompts include ``prompt`` (for the error message)."""
-    for folder in folders:
-        for path in sorted(p for name in TRAINING_FILES for p in folder.rglob(name)):
-            if prompt in seen_prompts_of(path):
-                return str(path)
-    return "a run"
+    from ptalign.integrity.datasets import jsonl_prompts
+
+    return next((str(path) for path in training_files(folders) if prompt in jsonl_prompts(path, required=False)), "a run")
 
 
 def frozen_protocol(stored: dict | None, args, exclude: list[Path], out: str) -> tuple[dict, dict[str, list[str]]]:

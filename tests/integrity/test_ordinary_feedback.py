@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ptalign.integrity import datasets as D
-from ptalign.integrity.recipes import REFUSALS, FeedbackArgs, build_alignment_feedback, excluded_prompts, retain_examples
+from ptalign.integrity.recipes import REFUSALS, FeedbackArgs, build_alignment_feedback, retain_examples
 from ptalign.testing import check_own_answer_feedback
 
 
@@ -46,7 +46,7 @@ def test_ordinary_exclude_keeps_a_held_out_set_out_of_the_draw(shared_data, tmp_
                        + json.dumps({"prompt": [{"role": "user", "content": held[5]}]}) + "\n\n"
                        + json.dumps({"set": "benign", "prompt": f"  {held[6]}\n"}) + "\n"
                        + json.dumps({"set": "harmful", "prompt": "In no pool"}) + "\n")
-    assert excluded_prompts(exclude) == held + ["In no pool"]
+    assert D.jsonl_prompts(exclude) == held + ["In no pool"]
     asked = []
 
     def sample(prompts):
@@ -73,7 +73,7 @@ def test_a_bad_exclusion_file_names_file_and_line(tmp_path, text, message):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(text)
     with pytest.raises(D.DataError, match=message):
-        excluded_prompts(bad)
+        D.jsonl_prompts(bad)
 
 
 def test_ordinary_settings_are_checked(tmp_path):

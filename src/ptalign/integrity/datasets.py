@@ -190,6 +190,21 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 raise DataError(f"{path}:{line_no}: invalid JSON: {e.msg}") from None
 
 
+def jsonl_prompts(path: str | Path, required: bool = True) -> list[str]:
+    """The stripped ``prompt`` of every row of a JSON-lines file, text or chat turns (each turn's
+    ``content``). A row without one is an error naming file and line, or skipped if not ``required``."""
+    out = []
+    for line, row in iter_jsonl(Path(path)):
+        prompt = row.get("prompt") if isinstance(row, dict) else None
+        if isinstance(prompt, list):
+            out += [m["content"].strip() for m in prompt if isinstance(m, dict) and isinstance(m.get("content"), str)]
+        elif isinstance(prompt, str):
+            out.append(prompt.strip())
+        elif required:
+            raise DataError(f"{path}:{line}: expected a 'prompt' (text or chat turns) in every row")
+    return out
+
+
 def read_records(path: Path, required: Sequence[str]) -> list[tuple[int, dict]]:
     """``(line, record)`` pairs of a JSON array or JSON-lines file, each holding ``required`` keys."""
     is_array = path.read_text(encoding="utf-8").lstrip().startswith("[")

@@ -247,10 +247,11 @@ def build_alignment_feedback(args: FeedbackArgs, sample: Callable[[list[list[dic
                 over_refused += 1
                 unpaired.append(FeedbackExample(chat(prompt), reply(answer), False, source="on_policy_over_refusal"))
                 pairs.append(PreferencePair(chat(prompt), reply(right), reply(answer), source="on_policy_over_refusal"))
-    near_miss = near_miss_feedback(args, sample, is_refusal, [r.completion[:cut] for r in contrast if r.prompt_label == "unsafe"])
+    gpt4_refusals = [r.completion[:cut] for r in contrast if r.prompt_label == "unsafe"]
+    near_miss = near_miss_feedback(args, sample, is_refusal, gpt4_refusals)
     unpaired += near_miss.unpaired
     pairs += near_miss.pairs
-    ordinary = ordinary_feedback(args, sample, is_refusal, [r.completion[:cut] for r in contrast if r.prompt_label == "unsafe"])
+    ordinary = ordinary_feedback(args, sample, is_refusal, gpt4_refusals)
     unpaired += ordinary.unpaired
     pairs += ordinary.pairs
     recovery = 0
@@ -340,7 +341,7 @@ def ordinary_feedback(args: FeedbackArgs, sample, is_refusal, refusals: list[str
     is a loss. Drawn with generators of their own, so the rest of the feedback is the same draw with or without them."""
     if not args.ordinary or sample is None:
         return AlignmentFeedback([], [], {})
-    excluded = set(excluded_prompts(args.ordinary_exclude)) if args.ordinary_exclude else set()
+    excluded = set(D.jsonl_prompts(args.ordinary_exclude)) if args.ordinary_exclude else set()
     every = [p for p in dict.fromkeys(r.prompt.strip() for r in D.load_harmless_instructions(data_root=args.data_root)) if p]
     pool = [p for p in every if p not in excluded]
     prompts = random.Random(f"ordinary:{args.seed}").sample(pool, min(args.ordinary, len(pool)))
@@ -350,21 +351,6 @@ def ordinary_feedback(args: FeedbackArgs, sample, is_refusal, refusals: list[str
         refusal = reply(rng.choice(list(REFUSALS) + refusals))  # one draw per request, used or not
         add_benign_answer(fb, "ordinary", chat(text), answer, refusal, bool(answer.strip()) and not is_refusal(answer))
     return fb
-
-
-def excluded_prompts(path: str | Path) -> list[str]:
-    """The stripped ``prompt`` of every row of a JSONL file (a chat prompt gives its user turns); errors name file and line."""
-    rows = list(D.iter_jsonl(Path(path)))
-    out = []
-    for line, row in rows:
-        prompt = row.get("prompt") if isinstance(row, dict) else None
-        if isinstance(prompt, list):
-            out += [m["content"].strip() for m in prompt if isinstance(m, dict) and isinstance(m.get("content"), str)]
-        elif isinstance(prompt, str):
-            out.append(prompt.strip())
-        else:
-            raise D.DataError(f"{path}:{line}: expected a 'prompt' (text or chat turns) in every row")
-    return out
 
 
 def benign_pool(alpaca: list[D.ResponseRecord], taken: list[D.ResponseRecord], args: FeedbackArgs) -> list[D.ResponseRecord]:
