@@ -25,7 +25,8 @@ from rich.table import Table
 
 from ptalign.config import atomic_write_text
 from ptalign.rec.data import load_relevance_jsonl
-from ptalign.rec.metrics import evaluate, paired_difference
+from ptalign.rec.metrics import paired_difference
+from ptalign.rec.report import evaluate_methods
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -87,14 +88,13 @@ def main(argv=None) -> int:
     if len(dev) != len(ids):
         sys.exit(f"{args.dev} lacks {len(ids) - len(dev)} of the scored queries")
     runs = {**{name: parts[name] for name in SOURCES}, **{f: fuse([parts[p] for p in ps]) for f, ps in FUSIONS.items()}}
-    means, per_query = {}, {}
-    for name, scores in runs.items():
-        means[name], per_query[name] = evaluate(dev, scores)
+    evaluated = evaluate_methods(dev, runs)
+    means, per_query = evaluated["methods"], evaluated["per_query"]
     by_query = {name: {q: row[METRIC] for q, row in rows.items()} for name, rows in per_query.items()}
     paired = {f: {base: paired_difference(by_query[f], by_query[base]) for base in dict.fromkeys(["minilm", *ps])}
               for f, ps in FUSIONS.items()}
     result = {"dev_queries": len(dev), "sources": {n: {"file": f, "method": m} for n, (f, m) in SOURCES.items()},
-              "fusions": FUSIONS, "means": means, "paired_pairwise_accuracy": paired,
+              "fusions": FUSIONS, "means": means, "stderr": evaluated["stderr"], "paired_pairwise_accuracy": paired,
               "seconds": time.perf_counter() - t0, "command": "python benchmarks/rec_fusion.py"}
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     rows = [json.dumps({"method": name, "query_id": q, **row}) for name, qs in per_query.items() for q, row in qs.items()]
