@@ -198,6 +198,27 @@ def test_align_with_representation_noise_logs_the_term(tiny_model_dir, tmp_path,
         AlignArgs(method="kt-ipa-rn", noise_retain=-1.0)
 
 
+@pytest.mark.parametrize("method", ["sft", "dpo", "kt-ipa"])
+def test_other_methods_take_the_retain_term_alone(tiny_model_dir, tmp_path, shared_data, method):
+    """A baseline trained on the same recipe: noise_retain adds the likelihood anchor and nothing of RepNoise."""
+    from ptalign.integrity.recipes import AlignArgs, align
+
+    feedback_args = FeedbackArgs(refusals=4, helpful=4, harmful_compliance=4, benign_refusals=4, data_root=str(shared_data))
+    feedback = build_alignment_feedback(feedback_args, None, lambda text: False)
+    for retain in (0.0, 1.0):
+        out = tmp_path / f"{method}-{retain}"
+        args = AlignArgs(method=method, epochs=1, batch_size=4, lora_r=4, attack_examples=4, max_length=96,
+                         noise_retain=retain, noise_retain_set="helpful")
+        align(str(tiny_model_dir), out, args, feedback_args, cache_dir=str(tmp_path / "cache"), feedback_data=feedback)
+        rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert rows and not any("noise/mmd" in row or "noise/nll" in row for row in rows)
+        assert all(("noise/retain_nll" in row and row["noise/retain_nll"] > 0) == (retain > 0) for row in rows)
+        assert (out / "retain.jsonl").is_file() == (retain > 0)
+    kept = load_feedback(tmp_path / f"{method}-1.0" / "retain.jsonl")
+    helpful = [e.completion for e in feedback.unpaired if e.source == "helpful"]
+    assert len(helpful) == 4 and [e.completion for e in kept] == helpful and all(e.label for e in kept)
+
+
 def test_retain_set_is_every_gain_or_the_helpful_answers_only(shared_data):
     from ptalign.integrity.recipes import AlignArgs, retain_examples
 

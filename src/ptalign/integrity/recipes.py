@@ -550,10 +550,12 @@ class AlignArgs:
     noise_ascent: float = 0.1
     """kt-ipa-rn: weight of the bounded ascent -log(1 + NLL) on the held-aside harmful completions."""
     noise_retain: float = 0.0
-    """kt-ipa-rn: weight of the mean token NLL of the feedback's desirable completions (RepNoise's harmless-data
-    term), taken with the noise term on a batch of its own; it holds the model where the bounded prospect loss cannot."""
+    """Weight of the mean token NLL of the feedback's desirable completions (RepNoise's harmless-data term), taken
+    with the noise term on a batch of its own; it holds the model where the bounded prospect loss cannot. With
+    kt-ipa-rn it joins the noise terms; with any other method it is added alone (a likelihood anchor, so that a
+    baseline can be trained on the same recipe)."""
     noise_retain_set: str = "gains"
-    """kt-ipa-rn: what the retain term reads: ``gains`` (every desirable completion, refusals included), ``helpful``
+    """What the retain term reads: ``gains`` (every desirable completion, refusals included), ``helpful``
     (only the helpful answers to benign prompts: RepNoise's harmless data, no refusals) or ``benign`` (the helpful
     answers and GPT-4's answers to XSTest's safe contrast prompts). With ``noise_weight=0 noise_ascent=0`` the
     harmful pass is skipped and kt-ipa-rn is the prospect loss plus this likelihood anchor alone."""
@@ -620,7 +622,7 @@ def align(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, co
     cfg = align_config(model, data, out_dir / "run", args, cache_dir)
     adversary = simulated_attack(model, out_dir, args, feedback, cache_dir) if args.method == "kt-ipa-aa" else None
     regularizer = (representation_noise(model, out_dir, args, feedback, cache_dir, feedback_data)
-                   if args.method == "kt-ipa-rn" else None)
+                   if args.method == "kt-ipa-rn" or args.noise_retain > 0 else None)
     run = train(cfg, console=console, adversary=adversary, regularizer=regularizer)
     merged = finalize(model, run, out_dir / "model", lora=args.lora, cache_dir=cache_dir)
     if feedback.needs_eval_split:
@@ -733,13 +735,15 @@ def retain_examples(unpaired: list[FeedbackExample], which: str = "gains",
 def representation_noise(model: str, out_dir: Path, args: AlignArgs, feedback: FeedbackArgs, cache_dir: str | None = None,
                          feedback_data: AlignmentFeedback | None = None):
     """The representation-noise term (kt-ipa-rn) on the held-aside harmful completions, with the
-    retain term on the feedback's desirable completions when ``args.noise_retain`` > 0."""
+    retain term on the feedback's desirable completions when ``args.noise_retain`` > 0; for every other
+    method the retain term alone (the noise and ascent terms are kt-ipa-rn's)."""
     from ptalign.integrity.tamper import RepresentationNoise
 
     harmful = held_aside_harmful(model, out_dir, args, feedback, cache_dir)
     kept = (retain_examples(feedback_data.unpaired, args.noise_retain_set, feedback_data.pairs)
             if args.noise_retain > 0 and feedback_data else [])
     retain = side_batches(kept, out_dir / "retain.jsonl", model, args, cache_dir) if kept else None
-    return RepresentationNoise(harmful.data, harmful.pad_id, args.max_length, weight=args.noise_weight,
-                               ascent_weight=args.noise_ascent, seed=args.seed, retain=retain,
+    noisy = args.method == "kt-ipa-rn"
+    return RepresentationNoise(harmful.data, harmful.pad_id, args.max_length, weight=args.noise_weight if noisy else 0.0,
+                               ascent_weight=args.noise_ascent if noisy else 0.0, seed=args.seed, retain=retain,
                                retain_weight=args.noise_retain)
