@@ -27,8 +27,9 @@ from ptalign.config import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "integrity_slice_seeds.json"
-STAGES = ("before", "after_mixed", "after_pure_bad")
 FILE_STAGE = {"before": "before", "after_mixed": "mixed", "after_pure_bad": "pure_bad"}
+"""Each stage of a result and the suffix of its ``ptalign integrity eval`` file."""
+STAGES = tuple(FILE_STAGE)
 SLICE = ("split", "advbench", "harmbench", "xstest", "xstest_unsafe", "sst2", "seed", "judge", "max_new_tokens")
 """The evaluation arguments that decide which prompts are scored and how."""
 FIGURES = {  # column -> (stage, figure)
