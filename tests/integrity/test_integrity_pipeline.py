@@ -341,3 +341,32 @@ def test_attack_radius_defaults_by_what_trains():
     assert build_integrity_config({}, ["align.lora=false", "align.attack_radius=0.3"]).align.attack_radius == 0.3
     with pytest.raises(ConfigError, match="attack_radius must be > 0"):
         build_integrity_config({}, ["align.attack_radius=0"])
+
+
+def test_reference_point_reaches_the_prospect_loss_and_the_run(tiny_model_dir, tmp_path, shared_data):
+    from ptalign.integrity.recipes import AlignArgs, align
+
+    assert AlignArgs().loss()["reference_point"] == "kl"
+    assert "reference_point" not in AlignArgs(method="kto").loss()
+    cfg = build_integrity_config({}, ["align.reference_point=fixed", "align.reference_value=0.25"])
+    assert cfg.align.loss() == {"name": "prospect", "beta": 0.1, "loss_aversion": 2.25, "gain_curvature": 0.88,
+                                "loss_curvature": 0.88, "reference_point": "fixed", "reference_value": 0.25}
+    with pytest.raises(ConfigError, match="align.reference_point must be one of kl, running_mean, fixed, got 'median'"):
+        build_integrity_config({}, ["align.reference_point=median"])
+
+    feedback_args = FeedbackArgs(refusals=4, helpful=4, harmful_compliance=4, benign_refusals=0, data_root=str(shared_data))
+    feedback = build_alignment_feedback(feedback_args, None, lambda text: False)
+    points = {}
+    for kind in ("fixed", "running_mean"):
+        out = tmp_path / kind
+        args = AlignArgs(method="kt-ipa", epochs=1, batch_size=2, lora_r=4, max_length=96, learning_rate=1e-2,
+                         reference_point=kind, reference_value=0.25)
+        align(str(tiny_model_dir), out, args, feedback_args, cache_dir=str(tmp_path / "cache"), feedback_data=feedback)
+        rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+        points[kind] = [row["reference_point"] for row in rows]
+    assert len(points["fixed"]) == 6 and all(p == pytest.approx(0.25) for p in points["fixed"])
+    # the running mean starts at the first batch's mean log-ratio (0: fresh adapters leave the policy the reference)
+    # (the first step's learning rate is warm-up's 0) and moves once the policy does; each batch is judged against
+    # the mean before it
+    assert len(points["running_mean"]) == 6 and points["running_mean"][0] == pytest.approx(0.0, abs=1e-6)
+    assert abs(points["running_mean"][-1]) > 1e-4

@@ -48,6 +48,7 @@ from rich.console import Console
 from ptalign.data.feedback import FeedbackExample, PreferencePair, save_feedback
 from ptalign.integrity import datasets as D
 from ptalign.integrity.near_miss import NEAR_MISS_KINDS, parse_kinds
+from ptalign.losses.prospect import REFERENCE_POINTS
 from ptalign.registry import Registry
 
 SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative."
@@ -532,6 +533,10 @@ class AlignArgs:
     """lambda: losses (harmful compliance, benign refusals) weigh this much more than gains (Tversky & Kahneman 1992: 2.25)."""
     gain_curvature: float = 0.88
     loss_curvature: float = 0.88
+    reference_point: str = "kl"
+    """The prospect loss's reference point: kl (KTO's batch KL estimate), running_mean (an exponential mean of the
+    policy's log-ratio) or fixed (``reference_value``; 0 is the reference model itself, and skips the KL pass)."""
+    reference_value: float = 0.0
     attack_steps: int = 1
     """kt-ipa-aa: simulated harmful fine-tuning steps per training step."""
     attack_radius: float | None = None
@@ -582,12 +587,15 @@ class AlignArgs:
             raise ValueError("align.attack_radius must be > 0 and align.attack_steps >= 1")
         if self.noise_retain_set not in RETAIN_SETS:
             raise ValueError(f"align.noise_retain_set must be one of {', '.join(RETAIN_SETS)}, got {self.noise_retain_set!r}")
+        if self.reference_point not in REFERENCE_POINTS:
+            raise ValueError(f"align.reference_point must be one of {', '.join(REFERENCE_POINTS)}, got {self.reference_point!r}")
 
     def loss(self) -> dict:
         if self.method in ("sft", "dpo", "kto"):
             return {"name": self.method, "beta": self.beta} if self.method != "sft" else {"name": "sft"}
         return {"name": "prospect", "beta": self.beta, "loss_aversion": self.loss_aversion,
-                "gain_curvature": self.gain_curvature, "loss_curvature": self.loss_curvature}
+                "gain_curvature": self.gain_curvature, "loss_curvature": self.loss_curvature,
+                "reference_point": self.reference_point, "reference_value": self.reference_value}
 
 
 def align_config(model: str, data: Path, out: Path, args: AlignArgs, cache_dir: str | None = None):
